@@ -1,0 +1,514 @@
+//! Reading network weights: published PyTorch checkpoints, read one tensor at a time, or seeded
+//! random values for tests and benchmarks.
+//!
+//! Every network in this crate is built by a `load` function that asks a [`Weights`] for each
+//! tensor under the same dotted name the PyTorch `state_dict` uses, so the Rust module tree
+//! mirrors the checkpoint. A checkpoint is opened lazily: its pickle is parsed at open and each
+//! tensor's bytes are read only when the network asks for it, converted to `f32` and handed to
+//! the device, so loading the 2.5 GB ViT-H never holds two copies of the weights.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, LayerNorm, LayerNormConfig, Linear, PaddingConfig2d};
+use burn::prelude::*;
+use pytorch_reader::{DType, PytorchReader};
+
+use crate::error::{ModelError, Result};
+
+/// Where the tensors come from.
+enum Source {
+    Checkpoint(Checkpoint),
+    Random { seed: u64 },
+}
+
+/// An opened PyTorch checkpoint.
+struct Checkpoint {
+    path: PathBuf,
+    tensors: HashMap<String, pytorch_reader::Tensor>,
+    /// Keys the network asked for, to report what the file holds that nothing used.
+    used: Mutex<HashSet<String>>,
+    /// A checkpoint unpacked from the binary lives in a temporary file for as long as it is
+    /// read.
+    _temp: Option<tempfile::NamedTempFile>,
+}
+
+/// A view of a set of weights under a key prefix, on a device.
+///
+/// Cheap to clone; [`Weights::at`] descends one level of the `state_dict` naming.
+#[derive(Clone)]
+pub struct Weights {
+    source: Arc<Source>,
+    prefix: String,
+    model: Arc<str>,
+    device: Device,
+}
+
+/// Prefixes under which training frameworks nest a model's `state_dict`: the weights are
+/// looked up under them when the plain key is absent.
+const WRAPPER_PREFIXES: [&str; 2] = ["model.", "state_dict."];
+
+impl Weights {
+    /// Opens a PyTorch checkpoint (`.pth`, `.pt`) for the network named `model`.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Unreadable`] when the file is missing, truncated or not a PyTorch
+    /// checkpoint.
+    pub fn from_checkpoint(path: &Path, model: &str, device: &Device) -> Result<Self> {
+        Self::open(path.to_path_buf(), None, model, device)
+    }
+
+    /// Opens checkpoint bytes held in memory (the embedded default weights), under the name
+    /// `name` for messages.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] when no temporary file can be written, otherwise as
+    /// [`Weights::from_checkpoint`].
+    pub fn from_bytes(bytes: &[u8], name: &str, model: &str, device: &Device) -> Result<Self> {
+        use std::io::Write;
+
+        // NOTE: the checkpoint reader reads tensors from a file, never from memory, so the
+        // embedded bytes go through a private temporary file, removed when the weights drop.
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| ModelError::Io { context, source }
+        };
+        let mut temp = tempfile::Builder::new()
+            .prefix("mitoscope-weights-")
+            .suffix(".pth")
+            .tempfile()
+            .map_err(io(
+                "cannot create a temporary file for the embedded weights",
+            ))?;
+        temp.write_all(bytes)
+            .and_then(|()| temp.flush())
+            .map_err(io("cannot write the embedded weights to a temporary file"))?;
+        let path = temp.path().to_path_buf();
+        let mut weights = Self::open(path, Some(temp), model, device)?;
+        if let Some(Source::Checkpoint(checkpoint)) = Arc::get_mut(&mut weights.source) {
+            checkpoint.path = PathBuf::from(name);
+        }
+        Ok(weights)
+    }
+
+    fn open(
+        path: PathBuf,
+        temp: Option<tempfile::NamedTempFile>,
+        model: &str,
+        device: &Device,
+    ) -> Result<Self> {
+        let reader = PytorchReader::new(&path).map_err(|err| ModelError::Unreadable {
+            path: path.clone(),
+            reason: err.to_string(),
+        })?;
+        if reader.is_empty() {
+            return Err(ModelError::Unreadable {
+                path,
+                reason: "the file holds no tensors".into(),
+            });
+        }
+        tracing::debug!(tensors = reader.len(), "checkpoint opened");
+        let checkpoint = Checkpoint {
+            path,
+            tensors: reader.into_tensors(),
+            used: Mutex::new(HashSet::new()),
+            _temp: temp,
+        };
+        Ok(Self {
+            source: Arc::new(Source::Checkpoint(checkpoint)),
+            prefix: String::new(),
+            model: model.into(),
+            device: device.clone(),
+        })
+    }
+
+    /// Seeded random weights for the network named `model`: the same seed gives the same
+    /// values for the same key, whatever order they are asked in.
+    pub fn random(seed: u64, model: &str, device: &Device) -> Self {
+        Self {
+            source: Arc::new(Source::Random { seed }),
+            prefix: String::new(),
+            model: model.into(),
+            device: device.clone(),
+        }
+    }
+
+    /// The weights under `name` (`blocks`, then `3`, gives `blocks.3.`).
+    pub fn at(&self, name: impl Display) -> Self {
+        Self {
+            prefix: format!("{}{name}.", self.prefix),
+            ..self.clone()
+        }
+    }
+
+    /// The device the tensors are created on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The full key of `name` under this prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Whether the checkpoint holds a tensor under `name` (always true for random weights).
+    pub fn contains(&self, name: &str) -> bool {
+        match self.source.as_ref() {
+            Source::Checkpoint(checkpoint) => checkpoint.find(&self.key(name)).is_some(),
+            Source::Random { .. } => true,
+        }
+    }
+
+    /// The shape of the tensor under `name`, if the checkpoint holds it (`None` for random
+    /// weights, which have whatever shape is asked).
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        match self.source.as_ref() {
+            Source::Checkpoint(checkpoint) => {
+                checkpoint.find(&self.key(name)).map(|t| t.shape().to_vec())
+            }
+            Source::Random { .. } => None,
+        }
+    }
+
+    /// The file the weights come from, or `random` for random weights.
+    pub fn path(&self) -> PathBuf {
+        match self.source.as_ref() {
+            Source::Checkpoint(checkpoint) => checkpoint.path.clone(),
+            Source::Random { seed } => PathBuf::from(format!("random weights (seed {seed})")),
+        }
+    }
+
+    /// The error for a missing key `name`.
+    pub fn missing(&self, name: &str) -> ModelError {
+        ModelError::MissingKey {
+            path: self.path(),
+            model: self.model.to_string(),
+            key: self.key(name),
+        }
+    }
+
+    /// The error for a key `name` of an unexpected shape.
+    pub fn wrong_shape(&self, name: &str, expected: Vec<usize>, found: Vec<usize>) -> ModelError {
+        ModelError::WrongShape {
+            path: self.path(),
+            model: self.model.to_string(),
+            key: self.key(name),
+            expected,
+            found,
+        }
+    }
+
+    /// The tensor under `name`, which must have the given shape.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::MissingKey`], [`ModelError::WrongShape`], [`ModelError::WrongDtype`] or
+    /// [`ModelError::UnreadableTensor`], each naming the file and the full key.
+    pub fn tensor<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Tensor<D>> {
+        let key = self.key(name);
+        let values = match self.source.as_ref() {
+            Source::Checkpoint(checkpoint) => checkpoint.read(&key, &shape, &self.model)?,
+            Source::Random { seed } => random_values(*seed, &key, &shape),
+        };
+        Ok(Tensor::from_data(
+            TensorData::new(values, shape),
+            &self.device,
+        ))
+    }
+
+    /// The tensor under `name` as a parameter.
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::tensor`].
+    pub fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> Result<Param<Tensor<D>>> {
+        self.tensor(name, shape).map(Param::from_tensor)
+    }
+
+    /// A `torch.nn.Linear` under `name` (`weight` `[d_out, d_in]`, optional `bias`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::tensor`].
+    pub fn linear(&self, name: &str, d_in: usize, d_out: usize, bias: bool) -> Result<Linear> {
+        let at = self.at(name);
+        // PyTorch stores `[d_out, d_in]` and computes `x W^T`; burn stores `[d_in, d_out]`.
+        let weight = at.tensor("weight", [d_out, d_in])?.transpose();
+        let bias = if bias {
+            Some(at.param("bias", [d_out])?)
+        } else {
+            None
+        };
+        Ok(Linear {
+            weight: Param::from_tensor(weight),
+            bias,
+        })
+    }
+
+    /// A `torch.nn.Conv2d` under `name`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::tensor`].
+    pub fn conv2d(&self, name: &str, spec: Conv2dSpec) -> Result<Conv2d> {
+        let at = self.at(name);
+        let [c_in, c_out] = spec.channels;
+        let weight = at.param(
+            "weight",
+            [c_out, c_in / spec.groups, spec.kernel, spec.kernel],
+        )?;
+        let bias = if spec.bias {
+            Some(at.param("bias", [c_out])?)
+        } else {
+            None
+        };
+        Ok(Conv2d {
+            weight,
+            bias,
+            stride: [spec.stride; 2],
+            kernel_size: [spec.kernel; 2],
+            dilation: [1, 1],
+            groups: spec.groups,
+            padding: PaddingConfig2d::Explicit(
+                spec.padding,
+                spec.padding,
+                spec.padding,
+                spec.padding,
+            ),
+        })
+    }
+
+    /// A `torch.nn.ConvTranspose2d` under `name` with kernel and stride `k`, no padding.
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::tensor`].
+    pub fn conv_transpose2d(
+        &self,
+        name: &str,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+    ) -> Result<ConvTranspose2d> {
+        let at = self.at(name);
+        let mut conv = ConvTranspose2dConfig::new([c_in, c_out], [k, k])
+            .with_stride([k, k])
+            .init(&self.device);
+        conv.weight = at.param("weight", [c_in, c_out, k, k])?;
+        conv.bias = Some(at.param("bias", [c_out])?);
+        Ok(conv)
+    }
+
+    /// A `torch.nn.LayerNorm` under `name` over the last dimension of size `d`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::tensor`].
+    pub fn layer_norm(&self, name: &str, d: usize, epsilon: f64) -> Result<LayerNorm> {
+        let at = self.at(name);
+        let mut norm = LayerNormConfig::new(d)
+            .with_epsilon(epsilon)
+            .init(&self.device);
+        norm.gamma = at.param("weight", [d])?;
+        norm.beta = Some(at.param("bias", [d])?);
+        Ok(norm)
+    }
+
+    /// A `torch.nn.BatchNorm2d` under `name`, in evaluation mode (running statistics).
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::tensor`].
+    pub fn batch_norm(&self, name: &str, d: usize, epsilon: f64) -> Result<BatchNorm> {
+        let at = self.at(name);
+        let mut norm = BatchNormConfig::new(d)
+            .with_epsilon(epsilon)
+            .init(&self.device);
+        norm.gamma = at.param("weight", [d])?;
+        norm.beta = at.param("bias", [d])?;
+        norm.running_mean = burn::module::RunningState::new(at.tensor("running_mean", [d])?);
+        norm.running_var = burn::module::RunningState::new(at.tensor("running_var", [d])?);
+        Ok(norm)
+    }
+
+    /// Keys of the checkpoint that no network asked for, sorted (empty for random weights).
+    pub fn unused_keys(&self) -> Vec<String> {
+        let Source::Checkpoint(checkpoint) = self.source.as_ref() else {
+            return Vec::new();
+        };
+        let used = checkpoint
+            .used
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let mut unused: Vec<String> = checkpoint
+            .tensors
+            .keys()
+            .filter(|key| !used.contains(*key))
+            .cloned()
+            .collect();
+        unused.sort();
+        unused
+    }
+}
+
+/// The geometry of a `torch.nn.Conv2d` with square kernel, stride and padding.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dSpec {
+    /// `[in, out]` channels.
+    pub channels: [usize; 2],
+    /// Kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Channel groups (`in` for a depthwise convolution).
+    pub groups: usize,
+    /// Whether the layer has a bias.
+    pub bias: bool,
+}
+
+impl Conv2dSpec {
+    /// A convolution with stride 1, no padding, one group and a bias.
+    pub fn new(c_in: usize, c_out: usize, kernel: usize) -> Self {
+        Self {
+            channels: [c_in, c_out],
+            kernel,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: true,
+        }
+    }
+
+    /// With this stride.
+    pub fn stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
+    /// With this padding.
+    pub fn padding(self, padding: usize) -> Self {
+        Self { padding, ..self }
+    }
+
+    /// With this many groups.
+    pub fn groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    /// Without a bias.
+    pub fn no_bias(self) -> Self {
+        Self {
+            bias: false,
+            ..self
+        }
+    }
+}
+
+impl Checkpoint {
+    /// The stored key for `key`, looking through the wrappers training frameworks add.
+    fn find(&self, key: &str) -> Option<&pytorch_reader::Tensor> {
+        self.tensors.get(key).or_else(|| {
+            WRAPPER_PREFIXES
+                .iter()
+                .find_map(|prefix| self.tensors.get(&format!("{prefix}{key}")))
+        })
+    }
+
+    fn read(&self, key: &str, shape: &[usize], model: &str) -> Result<Vec<f32>> {
+        let Some(tensor) = self.find(key) else {
+            return Err(ModelError::MissingKey {
+                path: self.path.clone(),
+                model: model.into(),
+                key: key.into(),
+            });
+        };
+        if tensor.shape() != shape {
+            return Err(ModelError::WrongShape {
+                path: self.path.clone(),
+                model: model.into(),
+                key: key.into(),
+                expected: shape.to_vec(),
+                found: tensor.shape().to_vec(),
+            });
+        }
+        let bytes = tensor.read().map_err(|err| ModelError::UnreadableTensor {
+            path: self.path.clone(),
+            key: key.into(),
+            reason: err.to_string(),
+        })?;
+        let values = match tensor.dtype() {
+            DType::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            DType::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_ne_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_ne_bytes(b.try_into().expect("chunks of 8 bytes")) as f32)
+                .collect(),
+            other => {
+                return Err(ModelError::WrongDtype {
+                    path: self.path.clone(),
+                    key: key.into(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        self.used
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(tensor.name.clone());
+        Ok(values)
+    }
+}
+
+/// Uniform values in `±1/sqrt(fan_in)`, like PyTorch's default initialisation; running
+/// variances stay positive. Seeded by the key so that the order of requests does not matter.
+fn random_values(seed: u64, key: &str, shape: &[usize]) -> Vec<f32> {
+    let count: usize = shape.iter().product();
+    let fan_in: usize = if shape.len() > 1 {
+        shape[1..].iter().product()
+    } else {
+        count
+    };
+    let scale = 1.0 / (fan_in.max(1) as f32).sqrt();
+    let mut state = key
+        .bytes()
+        .fold(seed ^ 0x9E37_79B9_7F4A_7C15, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3)
+        });
+    let positive = key.ends_with("running_var");
+    (0..count)
+        .map(|_| {
+            let unit = (splitmix64(&mut state) >> 40) as f32 / (1u64 << 24) as f32;
+            if positive {
+                0.5 + unit
+            } else {
+                (2.0 * unit - 1.0) * scale
+            }
+        })
+        .collect()
+}
+
+/// One step of the SplitMix64 generator.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
