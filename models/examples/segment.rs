@@ -82,7 +82,9 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let embedding = sam.embed(&image);
     eprintln!("image embedded in {:.1} s", start.elapsed().as_secs_f64());
-    let prediction = sam.predict(&embedding, &[prompt], true)?;
+    // As SAM advises: three candidate masks for an ambiguous single point, one for a box.
+    let multimask = prompt.bbox.is_none();
+    let prediction = sam.predict(&embedding, &[prompt], multimask)?;
 
     // The mask with the highest predicted IoU, thresholded at logit 0.
     let iou = prediction.iou.clone().into_data().try_into_vec::<f32>()?;
