@@ -47,6 +47,9 @@ pub struct Sam {
     image_encoder: ImageEncoder,
     prompt_encoder: PromptEncoder,
     mask_decoder: MaskDecoder,
+    /// The prompt encoder's positional encoding of the embedding grid, the same for every
+    /// prompt: computed once at load.
+    dense_pe: Tensor<4>,
     device: Device,
 }
 
@@ -161,6 +164,7 @@ impl Sam {
         Ok(Self {
             config,
             image_encoder,
+            dense_pe: prompt_encoder.get_dense_pe(),
             prompt_encoder,
             mask_decoder,
             device: weights.device().clone(),
@@ -312,7 +316,7 @@ impl Sam {
         let (sparse, _) = self.prompt_encoder.forward(points, boxes);
         let (low_res_logits, iou) = self.mask_decoder.forward(
             embedding.embedding.clone(),
-            self.prompt_encoder.get_dense_pe(),
+            self.dense_pe.clone(),
             sparse,
             self.prompt_encoder.no_mask_dense(),
             multimask,
