@@ -119,8 +119,9 @@ impl ProposalSettings {
     /// [`Error::InvalidSetting`] naming the first offending field: zero or more than
     /// [`MAX_POINTS_PER_SIDE`] points per side, zero points per batch, a threshold or fraction
     /// outside `[0, 1]` (the stability threshold outside `[-1, 1]`), a negative or non-finite
-    /// offset, a non-finite mask threshold, negative or inverted area bounds, a zero tile size, an overlap not smaller than the tile, a zero
-    /// border, or a background cap outside `[0, 255]`.
+    /// offset, a non-finite mask threshold, negative or inverted area bounds, a zero tile size,
+    /// an overlap not smaller than the tile, a zero border, or a background cap outside
+    /// `[0, 255]`.
     pub fn validate(&self) -> Result<()> {
         let invalid = |name, reason| Err(Error::InvalidSetting { name, reason });
         if self.points_per_side == 0 {
