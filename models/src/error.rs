@@ -88,6 +88,14 @@ pub enum ModelError {
     #[error("invalid input: {0}")]
     InvalidInput(String),
 
+    /// The caller stopped a job (a client that went away, a user who pressed Ctrl-C).
+    #[error("cancelled")]
+    Cancelled,
+
+    /// Tensor data that could not be read back from the device in the expected type.
+    #[error("cannot read tensor data back from the device: {0}")]
+    Readback(String),
+
     /// An I/O failure outside the checkpoint reader (a temporary file, say).
     #[error("{context}: {source}")]
     Io {

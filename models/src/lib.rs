@@ -19,6 +19,7 @@
 //! ```
 
 pub mod error;
+pub mod pipeline;
 pub mod proposals;
 pub mod sam;
 pub mod weights;

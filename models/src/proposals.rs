@@ -1,8 +1,11 @@
-//! The proposal stage on one image embedding: every cell-scale object SAM segments from a regular
-//! grid of point prompts (steps 3 and 4 of the design).
+//! The proposal stage on one image embedding: every cell-scale object SAM segments from its
+//! prompts (steps 3 and 4 of the design). [`tile_prompts`] makes the prompts: OMG-Net's regular
+//! grid of points, or box prompts on nucleus seeds for LiteMedSAM (see
+//! [`mitoscope_core::seeds`]).
 //!
 //! Follows `MaskGenerator.forward` in OMG-Net's `Models/SAM_Masking.py`: the prompts go through
-//! the decoder in batches of `points_per_batch`, three masks each; per batch the masks are kept
+//! the decoder in batches of `points_per_batch`, three masks each (one when
+//! `multimask_output` is off); per batch the masks are kept
 //! when their predicted IoU is strictly above `pred_iou_thresh`, then when their stability score
 //! is strictly above `stability_score_thresh`, then when their bounding-box area lies strictly
 //! between the size bounds; after the last batch, box NMS ranked by predicted IoU removes the
@@ -13,12 +16,12 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use mitoscope_core::{
-    AreaLimits, BBox, BinaryMask, BoxRle, Grid, ProposalSettings, build_tile_point_grid, filter,
-    nms, rle, stability_score,
+    AreaLimits, BBox, BinaryMask, BoxRle, Grid, PromptMode, ProposalSettings, SeedParams,
+    build_tile_point_grid, filter, nms, nucleus_seeds, rle, seed_boxes, stability_score,
 };
 
 use crate::error::{ModelError, Result};
-use crate::sam::{ImageEmbedding, Prompt, Sam};
+use crate::sam::{ImageEmbedding, Prompt, RgbImage, Sam};
 
 /// Smallest accepted pixel size in um (a 200x objective scans at about 0.12 um/px).
 pub const MIN_MICRONS_PER_PIXEL: f64 = 0.05;
@@ -46,9 +49,9 @@ pub struct Proposal {
 /// How many masks each step of [`propose_counted`] saw, for logs and parity checks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProposalCounts {
-    /// Point prompts decoded.
+    /// Prompts decoded.
     pub prompts: usize,
-    /// Masks the decoder returned (three per prompt).
+    /// Masks the decoder returned (three per prompt, or one).
     pub masks: usize,
     /// Masks whose predicted IoU passed.
     pub after_iou: usize,
@@ -78,7 +81,7 @@ fn invalid(err: mitoscope_core::Error) -> ModelError {
 }
 
 /// Checks the settings and the pixel size, and turns the size bounds into pixels.
-fn validate(settings: &ProposalSettings, microns_per_pixel: f64) -> Result<AreaLimits> {
+pub(crate) fn validate(settings: &ProposalSettings, microns_per_pixel: f64) -> Result<AreaLimits> {
     settings.validate().map_err(invalid)?;
     if !(MIN_MICRONS_PER_PIXEL..=MAX_MICRONS_PER_PIXEL).contains(&microns_per_pixel) {
         return Err(ModelError::InvalidInput(format!(
@@ -89,13 +92,63 @@ fn validate(settings: &ProposalSettings, microns_per_pixel: f64) -> Result<AreaL
     AreaLimits::new(settings, microns_per_pixel).map_err(invalid)
 }
 
-/// The proposals SAM makes on one tile (or whole image) from its embedding, ranked by
-/// predicted IoU, duplicates removed.
+/// The prompts of one tile (or whole image) as `settings.prompts` asks: the regular point grid
+/// scaled to the image, or a box prompt on each nucleus seed of its pixels.
+///
+/// NOTE: the reference scales the unit point grid by 1024, the size of its tiles; we scale it by
+/// the image's width and height, the same for a 1024 tile and right for any other size.
+///
+/// # Errors
+///
+/// [`ModelError::InvalidInput`] for settings that fail [`ProposalSettings::validate`] or a pixel
+/// size outside [`MIN_MICRONS_PER_PIXEL`]`..=`[`MAX_MICRONS_PER_PIXEL`].
+pub fn tile_prompts(
+    settings: &ProposalSettings,
+    image: &RgbImage,
+    microns_per_pixel: f64,
+) -> Result<Vec<Prompt>> {
+    validate(settings, microns_per_pixel)?;
+    let (width, height) = image_size(image.width, image.height)?;
+    match settings.prompts {
+        PromptMode::PointGrid => {
+            let points =
+                build_tile_point_grid(settings.points_per_side, width, height).map_err(invalid)?;
+            Ok(points
+                .iter()
+                .map(|&[x, y]| Prompt::point(x as f32, y as f32))
+                .collect())
+        }
+        PromptMode::NucleusSeeds => {
+            let params = SeedParams::new(settings, microns_per_pixel).map_err(invalid)?;
+            let seeds = nucleus_seeds(&image.pixels, width, height, &params).map_err(invalid)?;
+            Ok(seed_boxes(&seeds.points, params.box_px, width, height)
+                .iter()
+                .map(|&[x0, y0, x1, y1]| Prompt::bbox(x0 as f32, y0 as f32, x1 as f32, y1 as f32))
+                .collect())
+        }
+    }
+}
+
+/// A width and height as `u32`, refusing empty and oversized images.
+fn image_size(width: usize, height: usize) -> Result<(u32, u32)> {
+    let (Ok(width), Ok(height)) = (u32::try_from(width), u32::try_from(height)) else {
+        return Err(ModelError::InvalidInput("image too large".into()));
+    };
+    if width == 0 || height == 0 {
+        return Err(ModelError::InvalidInput(format!(
+            "empty image: {width} x {height}"
+        )));
+    }
+    Ok((width, height))
+}
+
+/// The proposals SAM makes from `prompts` on one tile (or whole image) given its embedding,
+/// ranked by predicted IoU, duplicates removed.
 ///
 /// `microns_per_pixel` turns the size bounds of `settings` (um^2) into pixels: at 0.25 um/px the
 /// defaults are the reference's 36 and 3600 px^2. Only `points_per_batch` prompts are decoded at
 /// a time and only the masks that pass the IoU filter are upscaled, so memory depends on the
-/// batch, not the grid.
+/// batch, not the number of prompts.
 ///
 /// # Errors
 ///
@@ -105,10 +158,12 @@ fn validate(settings: &ProposalSettings, microns_per_pixel: f64) -> Result<AreaL
 pub fn propose(
     sam: &Sam,
     embedding: &ImageEmbedding,
+    prompts: &[Prompt],
     settings: &ProposalSettings,
     microns_per_pixel: f64,
 ) -> Result<Vec<Proposal>> {
-    propose_counted(sam, embedding, settings, microns_per_pixel).map(|(proposals, _)| proposals)
+    propose_counted(sam, embedding, prompts, settings, microns_per_pixel)
+        .map(|(proposals, _)| proposals)
 }
 
 /// [`propose`], with the number of masks that passed each step.
@@ -119,31 +174,20 @@ pub fn propose(
 pub fn propose_counted(
     sam: &Sam,
     embedding: &ImageEmbedding,
+    prompts: &[Prompt],
     settings: &ProposalSettings,
     microns_per_pixel: f64,
 ) -> Result<(Vec<Proposal>, ProposalCounts)> {
     let limits = validate(settings, microns_per_pixel)?;
     let [height, width] = embedding.original_size;
-    let (Ok(width), Ok(height)) = (u32::try_from(width), u32::try_from(height)) else {
-        return Err(ModelError::InvalidInput("image too large".into()));
-    };
-    if width == 0 || height == 0 {
-        return Err(ModelError::InvalidInput(format!(
-            "empty image: {width} x {height}"
-        )));
-    }
+    let (width, height) = image_size(width, height)?;
     let started = Instant::now();
     let _span = tracing::debug_span!("propose", width, height).entered();
-
-    // Step 1: the regular grid of point prompts over the image.
-    // NOTE: the reference scales the unit grid by 1024, the size of its tiles; we scale it by the
-    // image's width and height, the same for a 1024 tile and right for any other size.
-    let points = build_tile_point_grid(settings.points_per_side, width, height).map_err(invalid)?;
 
     let batch_size = settings.points_per_batch as usize;
     let mut counts = ProposalCounts::default();
     let mut found = Vec::new();
-    for (index, batch) in points.chunks(batch_size).enumerate() {
+    for (index, batch) in prompts.chunks(batch_size).enumerate() {
         let batch_started = Instant::now();
         let _batch_span = tracing::debug_span!("proposal_batch", index).entered();
         let kept = propose_batch(
@@ -191,18 +235,14 @@ fn propose_batch(
     embedding: &ImageEmbedding,
     settings: &ProposalSettings,
     limits: &AreaLimits,
-    points: &[[f64; 2]],
+    prompts: &[Prompt],
     [width, height]: [u32; 2],
     counts: &mut ProposalCounts,
 ) -> Result<Vec<Proposal>> {
     let device = sam.device();
 
-    // Step 2: one foreground point per prompt, three masks each.
-    let prompts: Vec<Prompt> = points
-        .iter()
-        .map(|&[x, y]| Prompt::point(x as f32, y as f32))
-        .collect();
-    let prediction = sam.predict(embedding, &prompts, true)?;
+    // Step 2: the prompts' masks, three each (or one).
+    let prediction = sam.predict(embedding, prompts, settings.multimask_output)?;
     let [batch, masks, low_h, low_w] = prediction.low_res_logits.dims();
     counts.prompts += batch;
     counts.masks += batch * masks;
@@ -277,5 +317,5 @@ fn to_host<const D: usize>(tensor: Tensor<D>) -> Result<Vec<f32>> {
     tensor
         .into_data()
         .try_into_vec::<f32>()
-        .map_err(|err| ModelError::InvalidInput(format!("unexpected tensor data: {err:?}")))
+        .map_err(|err| ModelError::Readback(format!("{err:?}")))
 }

@@ -16,9 +16,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::prelude::*;
-use mitoscope_core::{BBox, BinaryMask, CocoRle, ProposalSettings, rle};
+use mitoscope_core::{
+    BBox, BinaryMask, CocoRle, PromptMode, ProposalSettings, SeedParams, nucleus_seeds, rle,
+};
 use mitoscope_models::ModelError;
-use mitoscope_models::proposals::{Proposal, ProposalCounts, propose, propose_counted};
+use mitoscope_models::proposals::{
+    Proposal, ProposalCounts, propose, propose_counted, tile_prompts,
+};
 use mitoscope_models::sam::{ImageEmbedding, RgbImage, Sam};
 use mitoscope_models::weights::Weights;
 use support::sam_tiny_config;
@@ -52,10 +56,26 @@ fn fixture_settings(json: &serde_json::Value) -> ProposalSettings {
     let s = &json["settings"];
     let f = |key: &str| s[key].as_f64().unwrap_or_else(|| panic!("settings.{key}"));
     let pixel_area = MICRONS_PER_PIXEL * MICRONS_PER_PIXEL;
-    assert_eq!(s["multimask_output"], serde_json::Value::Bool(true));
+    let defaults = ProposalSettings::default();
+    // Seed lengths are stored in pixels at MICRONS_PER_PIXEL.
+    let um = |key: &str, default: f64| s.get(key).map_or(default, |_| f(key) * MICRONS_PER_PIXEL);
     ProposalSettings {
         points_per_side: f("points_per_side") as u32,
         points_per_batch: f("points_per_batch") as u32,
+        prompts: match s.get("prompts").and_then(|v| v.as_str()) {
+            None => PromptMode::PointGrid,
+            Some("nucleus_seeds") => PromptMode::NucleusSeeds,
+            Some(other) => panic!("settings.prompts {other}"),
+        },
+        multimask_output: s["multimask_output"]
+            .as_bool()
+            .expect("settings.multimask_output"),
+        seed_sigma_um: um("seed_sigma_px", defaults.seed_sigma_um),
+        seed_radius_um: um("seed_radius_px", defaults.seed_radius_um),
+        seed_box_um: um("seed_box_px", defaults.seed_box_um),
+        seed_tissue_max_grey: s
+            .get("seed_tissue_max_grey")
+            .map_or(defaults.seed_tissue_max_grey, |_| f("seed_tissue_max_grey")),
         pred_iou_thresh: f("pred_iou_thresh"),
         stability_score_thresh: f("stability_score_thresh"),
         stability_score_offset: f("stability_score_offset"),
@@ -63,7 +83,7 @@ fn fixture_settings(json: &serde_json::Value) -> ProposalSettings {
         box_nms_thresh: f("box_nms_thresh"),
         min_area_um2: f("min_box_area_px") * pixel_area,
         max_area_um2: f("max_box_area_px") * pixel_area,
-        ..ProposalSettings::default()
+        ..defaults
     }
 }
 
@@ -163,7 +183,12 @@ fn check_parity(name: &str, sam: &Sam) {
     let embedding = sam.embed(&image);
 
     let started = Instant::now();
-    let (ours, counts) = propose_counted(sam, &embedding, &settings, MICRONS_PER_PIXEL).unwrap();
+    let prompts = tile_prompts(&settings, &image, MICRONS_PER_PIXEL).unwrap();
+    if let Some(seeds) = json.get("seeds") {
+        check_seeds(name, seeds, &json["seed_threshold"], &settings, &image);
+    }
+    let (ours, counts) =
+        propose_counted(sam, &embedding, &prompts, &settings, MICRONS_PER_PIXEL).unwrap();
     eprintln!(
         "{name}: propose on {}x{} in {:.2} s; ours {counts:?}",
         image.width,
@@ -234,6 +259,43 @@ fn check_parity(name: &str, sam: &Sam) {
     );
 }
 
+/// Our nucleus seeds against the reference's: the same pixels, and an Otsu threshold within
+/// 1e-5 (the reference smooths in f32).
+fn check_seeds(
+    name: &str,
+    seeds: &serde_json::Value,
+    threshold: &serde_json::Value,
+    settings: &ProposalSettings,
+    image: &RgbImage,
+) {
+    let theirs: Vec<[u32; 2]> = serde_json::from_value(seeds.clone()).expect("seeds");
+    let params = SeedParams::new(settings, MICRONS_PER_PIXEL).unwrap();
+    let ours = nucleus_seeds(
+        &image.pixels,
+        image.width as u32,
+        image.height as u32,
+        &params,
+    )
+    .unwrap();
+    let (t_ours, t_theirs) = (ours.threshold.unwrap(), threshold.as_f64().unwrap());
+    eprintln!(
+        "{name}: {} seeds (reference {}), Otsu {t_ours:.6} (reference {t_theirs:.6})",
+        ours.points.len(),
+        theirs.len()
+    );
+    assert!((t_ours - t_theirs).abs() < 1e-5, "{name}: Otsu threshold");
+    assert_eq!(ours.points, theirs, "{name}: seeds");
+}
+
+#[test]
+fn lite_medsam_seed_boxes_match_the_reference_proposals() {
+    let device = Device::flex();
+    check_parity(
+        "proposals_lite_medsam_seeds",
+        &Sam::embedded(&device).unwrap(),
+    );
+}
+
 #[test]
 fn sam_tiny_matches_the_reference_proposals() {
     let device = Device::flex();
@@ -257,6 +319,17 @@ fn small_embedding(sam: &Sam) -> ImageEmbedding {
     sam.embed(&image)
 }
 
+/// The prompts of `settings` on `image`, then the proposals.
+fn propose_on(
+    sam: &Sam,
+    image: &RgbImage,
+    embedding: &ImageEmbedding,
+    settings: &ProposalSettings,
+) -> (Vec<Proposal>, ProposalCounts) {
+    let prompts = tile_prompts(settings, image, 0.25).unwrap();
+    propose_counted(sam, embedding, &prompts, settings, 0.25).unwrap()
+}
+
 #[test]
 fn bad_settings_and_pixel_sizes_are_errors() {
     let device = Device::flex();
@@ -266,7 +339,10 @@ fn bad_settings_and_pixel_sizes_are_errors() {
         points_per_side: 2,
         ..ProposalSettings::default()
     };
-    assert!(propose(&sam, &embedding, &good, 0.25).is_ok());
+    let image = RgbImage::new(32, 32, vec![200; 32 * 32 * 3]).unwrap();
+    let prompts = tile_prompts(&good, &image, 0.25).unwrap();
+    assert_eq!(prompts.len(), 4);
+    assert!(propose(&sam, &embedding, &prompts, &good, 0.25).is_ok());
 
     let bad = [
         ProposalSettings {
@@ -296,18 +372,26 @@ fn bad_settings_and_pixel_sizes_are_errors() {
     ];
     for settings in &bad {
         assert!(
-            is_invalid_input(propose(&sam, &embedding, settings, 0.25)),
+            is_invalid_input(propose(&sam, &embedding, &prompts, settings, 0.25)),
+            "{settings:?}"
+        );
+        assert!(
+            is_invalid_input(tile_prompts(settings, &image, 0.25)),
             "{settings:?}"
         );
     }
     for mpp in [0.0, 0.049, 2.01, -0.25, f64::NAN, f64::INFINITY] {
         assert!(
-            is_invalid_input(propose(&sam, &embedding, &good, mpp)),
+            is_invalid_input(propose(&sam, &embedding, &prompts, &good, mpp)),
+            "{mpp} um/px"
+        );
+        assert!(
+            is_invalid_input(tile_prompts(&good, &image, mpp)),
             "{mpp} um/px"
         );
     }
-    assert!(propose(&sam, &embedding, &good, 0.05).is_ok());
-    assert!(propose(&sam, &embedding, &good, 2.0).is_ok());
+    assert!(propose(&sam, &embedding, &prompts, &good, 0.05).is_ok());
+    assert!(propose(&sam, &embedding, &prompts, &good, 2.0).is_ok());
 }
 
 #[test]
@@ -328,7 +412,7 @@ fn uniform_white_tile_returns_without_panicking() {
         ..published.clone()
     };
     for settings in [published, open] {
-        let (proposals, counts) = propose_counted(&sam, &embedding, &settings, 0.25).unwrap();
+        let (proposals, counts) = propose_on(&sam, &image, &embedding, &settings);
         eprintln!("white 64x64: {counts:?}");
         assert_eq!(counts.prompts, 64);
         for p in &proposals {
@@ -343,7 +427,7 @@ fn uniform_white_tile_returns_without_panicking() {
 fn batch_size_does_not_change_the_proposals() {
     let device = Device::flex();
     let sam = sam_tiny(&device);
-    let image = read_tile(&fixture_dir("proposals_sam_tiny").join("tile.png"));
+    let image = read_tile(&fixture_dir("proposals_lite_medsam").join("tile.png"));
     let embedding = sam.embed(&image);
 
     // Open thresholds and size bounds, so that many masks reach every step and NMS.
@@ -356,8 +440,8 @@ fn batch_size_does_not_change_the_proposals() {
         max_area_um2: 1e6,
         ..ProposalSettings::default()
     };
-    let (small, small_counts) = propose_counted(&sam, &embedding, &settings(16), 0.25).unwrap();
-    let (large, large_counts) = propose_counted(&sam, &embedding, &settings(64), 0.25).unwrap();
+    let (small, small_counts) = propose_on(&sam, &image, &embedding, &settings(16));
+    let (large, large_counts) = propose_on(&sam, &image, &embedding, &settings(64));
     eprintln!("batches of 16: {small_counts:?}; of 64: {large_counts:?}");
     assert!(small_counts.after_area > 0);
     assert_eq!(small_counts, large_counts);
@@ -388,7 +472,7 @@ fn timing_lite_medsam_256_at_32_points_per_side() {
     let decode = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let (_, counts) = propose_counted(&sam, &embedding, &settings, 0.25).unwrap();
+    let (_, counts) = propose_on(&sam, &image, &embedding, &settings);
     eprintln!(
         "LiteMedSAM 256x256, 32 points per side: {:.2} s ({decode:.2} s to decode one batch of \
          64), {counts:?}",

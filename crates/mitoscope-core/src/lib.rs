@@ -20,10 +20,19 @@
 //!   and `nms`).
 //! - [`rle`]: run-length encodings, box-relative for the wire and COCO-style for export
 //!   (`amg.py`, `mask_to_rle_pytorch`, `rle_to_mask`, `area_from_rle`).
+//! - [`seeds`]: nucleus seeds for box prompts (haematoxylin by colour deconvolution, Otsu,
+//!   local maxima), the prompts of the embedded default model.
 //! - [`tissue`]: grey conversion, background level, tissue mask (OMG-Net `Utils/TileOps.py`,
 //!   `get_nonbackground_tiles`).
 //! - [`tiles`]: overlapping tiles, tissue selection, which tile owns an object (OMG-Net
 //!   `Utils/SAM_utils.py`, `start_points`).
+//! - [`export`]: mask outlines as pixel-exact polygons, GeoJSON that QuPath imports, numeric
+//!   CSV tables (the files `mitoscope propose` and `mitoscope detect` write).
+//! - [`crop`](mod@crop): the classifier's input, a 64 x 64 RGB crop and mask crop around each
+//!   object (OMG-Net `Models/SAM_Masking.py`, `MaskGenerator.forward`).
+//! - [`matching`]: evaluation as the MIDOG challenges count it (detections matched to figures
+//!   within 7.5 um, TP / FP / FN, F1; evalutils `score_detection`), and readers for the MIDOG
+//!   annotation databases and CSV point tables.
 //!
 //! Deviations from the references are marked `NOTE:` where they live and listed in
 //! `docs/deviations.md`.
@@ -76,23 +85,37 @@
 //! not match its data, a threshold out of range, a malformed run-length encoding) returns
 //! [`Error`].
 
+pub mod crop;
+pub mod export;
 pub mod filter;
 pub mod grid;
 pub mod mask;
+pub mod matching;
 pub mod nms;
 pub mod rle;
+pub mod seeds;
 pub mod settings;
 pub mod tiles;
 pub mod tissue;
 
+pub use crop::{CROP, Crop, crop, crop_centre, crop_with_side};
+pub use export::{
+    ExportObject, GeometryKind, ObjectType, Polygon, mask_polygons, polygon_area, to_csv,
+    to_geojson, validate_geojson,
+};
 pub use filter::AreaLimits;
 pub use grid::{build_point_grid, build_tile_point_grid};
 pub use mask::{
     BBox, BinaryMask, Grid, LogitMask, box_area, mask_area, mask_to_box, stability_score,
 };
+pub use matching::{
+    Counts, Detection, EvaluationSettings, ImageTruth, Matches, Point, Report, evaluate,
+    match_image,
+};
 pub use nms::{box_iou, nms};
 pub use rle::{BoxRle, CocoRle};
-pub use settings::{AreaMeasure, ProposalSettings};
+pub use seeds::{SeedParams, Seeds, nucleus_seeds, seed_boxes};
+pub use settings::{AreaMeasure, PromptMode, ProposalSettings};
 pub use tiles::{BoxCentre, Tile, TileGrid, owns};
 pub use tissue::TissueMask;
 
@@ -178,4 +201,13 @@ pub enum Error {
     /// A run-length encoding that does not describe its mask.
     #[error("invalid run-length encoding: {0}")]
     InvalidRle(&'static str),
+
+    /// Input data (an annotation file, a CSV table, a list of images) that cannot be used.
+    #[error("{at}: {reason}")]
+    InvalidData {
+        /// Where: `line 3, column x`, `$.annotations[12].bbox`, `truth[4]`.
+        at: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -135,6 +135,58 @@ impl CocoRle {
     }
 }
 
+impl BoxRle {
+    /// The mask moved by `(dx, dy)` (from tile to image coordinates); the runs are unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooLarge`] if a coordinate overflows `u32`.
+    pub fn translated(&self, dx: u32, dy: u32) -> Result<Self> {
+        Ok(Self {
+            bbox: self.bbox.translated(dx, dy)?,
+            counts: self.counts.clone(),
+        })
+    }
+
+    /// The part of the mask inside `[0, width) x [0, height)`, re-encoded on its own box;
+    /// `None` when nothing is left.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRle`] when the counts do not add up to the box's pixel count.
+    pub fn clipped(&self, width: u32, height: u32) -> Result<Option<Self>> {
+        let b = self.bbox;
+        check_total(&self.counts, b.width_px() * b.height_px())?;
+        if b.x1() < width && b.y1() < height {
+            return Ok(Some(self.clone()));
+        }
+        if b.x0() >= width || b.y0() >= height {
+            return Ok(None);
+        }
+        // The kept part of the box: columns x0..min(x1 + 1, width), rows likewise.
+        let keep_w = width.min(b.x1().saturating_add(1)) - b.x0();
+        let keep_h = height.min(b.y1().saturating_add(1)) - b.y0();
+        let box_w = b.width_px();
+        let mut data = vec![false; keep_w as usize * keep_h as usize];
+        let mut offset = 0u64;
+        for (k, &run) in self.counts.iter().enumerate() {
+            if k % 2 == 1 {
+                for i in offset..offset + u64::from(run) {
+                    let (x, y) = (i % box_w, i / box_w);
+                    if x < u64::from(keep_w) && y < u64::from(keep_h) {
+                        data[(y * u64::from(keep_w) + x) as usize] = true;
+                    }
+                }
+            }
+            offset += u64::from(run);
+        }
+        let kept = Grid::new(keep_w, keep_h, data)?;
+        encode(&kept)
+            .map(|rle| rle.translated(b.x0(), b.y0()))
+            .transpose()
+    }
+}
+
 /// Encodes `mask` as `mask_to_rle_pytorch`: column-major, starting with unset pixels.
 pub fn mask_to_rle(mask: &BinaryMask) -> CocoRle {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
@@ -297,5 +349,30 @@ mod tests {
             prop_assert_eq!(rle.area(), crate::mask::mask_area(&m));
             prop_assert_eq!(rle_to_mask(&rle).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn clipping_keeps_the_inside_part() {
+        // A 4 x 3 block at (6, 7)..=(9, 9) in a 10 x 10 grid, clipped to 8 x 9.
+        let mut grid = Grid::filled(10, 10, false).unwrap();
+        for y in 7..10 {
+            for x in 6..10 {
+                grid.data_mut()[y * 10 + x] = true;
+            }
+        }
+        let rle = encode(&grid).unwrap();
+        assert_eq!(rle.clipped(10, 10).unwrap(), Some(rle.clone()));
+        let clipped = rle.clipped(8, 9).unwrap().unwrap();
+        assert_eq!(<[u32; 4]>::from(clipped.bbox), [6, 7, 7, 8]);
+        assert_eq!(clipped.area(), 4);
+        assert_eq!(rle.clipped(6, 10).unwrap(), None);
+        let moved = clipped.translated(100, 1).unwrap();
+        assert_eq!(<[u32; 4]>::from(moved.bbox), [106, 8, 107, 9]);
+        assert_eq!(moved.counts, clipped.counts);
+        let bad = BoxRle {
+            bbox: rle.bbox,
+            counts: vec![1, 2],
+        };
+        assert!(bad.clipped(8, 8).is_err());
     }
 }

