@@ -62,7 +62,11 @@ fn run_case(case: &str) {
     let (sam, settings) = match case {
         "lite" => {
             let sam = Sam::embedded(&device).unwrap();
-            let settings = sam.config().default_proposal_settings();
+            let settings = ProposalSettings {
+                // Every tile is analysed, as the reference does.
+                min_tissue_fraction: 0.0,
+                ..sam.config().default_proposal_settings()
+            };
             (sam, settings)
         }
         "grid32" | "grid64" => {

@@ -6,6 +6,8 @@
 //! without any download. One Rust module per Python module, with the same names; the fields of
 //! each network are named after its checkpoint keys, so the published `.pth` files load as
 //! they are (see [`weights`]). The proposal stage on one embedding is [`proposals::propose`].
+//! The second stage, OMG-Net's mask-aware ResNet18 that scores each proposal's crop, is
+//! [`classifier::Classifier`].
 //!
 //! The networks run on any burn device: `Device::flex()` on the CPU by default.
 //!
@@ -18,6 +20,7 @@
 //! # Ok::<(), mitoscope_models::ModelError>(())
 //! ```
 
+pub mod classifier;
 pub mod error;
 pub mod pipeline;
 pub mod proposals;

@@ -337,6 +337,29 @@ impl Weights {
         Ok(norm)
     }
 
+    /// The batch norm `name` in evaluation mode as a per-channel affine map, `y * scale + shift`
+    /// with `scale = gamma / sqrt(var + epsilon)` and `shift = beta - mean * scale`: what is
+    /// folded into the convolution before it.
+    ///
+    /// # Errors
+    ///
+    /// A missing or mis-shaped key.
+    pub fn batch_norm_affine(
+        &self,
+        name: &str,
+        d: usize,
+        epsilon: f64,
+    ) -> Result<(Tensor<1>, Tensor<1>)> {
+        let at = self.at(name);
+        let gamma = at.tensor("weight", [d])?;
+        let beta = at.tensor("bias", [d])?;
+        let mean = at.tensor("running_mean", [d])?;
+        let var = at.tensor("running_var", [d])?;
+        let scale = gamma / var.add_scalar(epsilon).sqrt();
+        let shift = beta - mean * scale.clone();
+        Ok((scale, shift))
+    }
+
     /// Keys of the checkpoint that no network asked for, sorted (empty for random weights).
     pub fn unused_keys(&self) -> Vec<String> {
         let Source::Checkpoint(checkpoint) = self.source.as_ref() else {

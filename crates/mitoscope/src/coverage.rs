@@ -20,7 +20,7 @@ use anyhow::{Context, Result, bail};
 use mitoscope_core::ProposalSettings;
 use mitoscope_models::pipeline::ImageProposal;
 use mitoscope_models::sam::Sam;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::propose::{propose_loaded, read_image};
 
@@ -29,7 +29,7 @@ use crate::propose::{propose_loaded, read_image};
 pub const COVER_UM: f64 = 7.5;
 
 /// Where a case comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Source {
     /// ICPR-2012 MITOS patches, 256 px, full tissue.
     Icpr,
@@ -215,8 +215,8 @@ fn mask_contains(p: &mitoscope_models::proposals::Proposal, [x, y]: [f64; 2]) ->
     false
 }
 
-/// The result on one case.
-#[derive(Debug, Clone, Serialize)]
+/// The result on one case (one JSON line of `mitoscope coverage --out`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CaseResult {
     /// Its source.
     pub source: Source,

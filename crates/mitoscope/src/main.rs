@@ -52,6 +52,10 @@ enum Command {
         /// Also write a PNG of the image with the proposals' outlines.
         #[arg(long, value_name = "FILE.png")]
         overlay: Option<PathBuf>,
+        /// Analyse only this rectangle of the image, in full-resolution pixels; the outputs keep
+        /// the whole image's coordinates.
+        #[arg(long, value_name = "X,Y,WIDTH,HEIGHT", value_parser = parse_region)]
+        region: Option<[u32; 4]>,
     },
     /// Measures how many annotated mitotic figures of the shared test data the proposals find.
     Coverage {
@@ -69,6 +73,17 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+}
+
+/// Parses `X,Y,WIDTH,HEIGHT`.
+fn parse_region(text: &str) -> Result<[u32; 4], String> {
+    let values: Vec<u32> = text
+        .split(',')
+        .map(|v| v.trim().parse::<u32>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| format!("{text:?} is not X,Y,WIDTH,HEIGHT in whole pixels"))?;
+    <[u32; 4]>::try_from(values)
+        .map_err(|_| format!("{text:?} is not X,Y,WIDTH,HEIGHT (four numbers)"))
 }
 
 fn main() -> ExitCode {
@@ -99,6 +114,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             csv,
             overlay,
+            region,
         } => propose::run(
             &ProposeOptions {
                 image,
@@ -108,6 +124,7 @@ fn run(cli: Cli) -> Result<()> {
                 out,
                 csv,
                 overlay,
+                region,
                 progress: std::io::stderr().is_terminal(),
             },
             &device,

@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use mitoscope_core::export::{
@@ -37,8 +37,50 @@ pub struct ProposeOptions {
     pub csv: Option<PathBuf>,
     /// A PNG of the image with the proposals' outlines.
     pub overlay: Option<PathBuf>,
+    /// Analyse only this rectangle `[x, y, width, height]` of the image (full-resolution
+    /// pixels); the outputs keep full-image coordinates.
+    pub region: Option<[u32; 4]>,
     /// Show a progress bar on standard error (when it is a terminal).
     pub progress: bool,
+}
+
+/// The pixels of `region` (`[x, y, width, height]`) of `image`.
+///
+/// # Errors
+///
+/// An empty region or one that does not lie inside the image.
+pub fn crop_region(image: &LoadedImage, [x, y, w, h]: [u32; 4]) -> Result<LoadedImage> {
+    let fits = |start: u32, len: u32, limit: u32| {
+        len > 0 && start.checked_add(len).is_some_and(|end| end <= limit)
+    };
+    if !fits(x, w, image.width) || !fits(y, h, image.height) {
+        bail!(
+            "--region {x},{y},{w},{h} does not lie inside the {} x {} px image",
+            image.width,
+            image.height
+        );
+    }
+    let (x, y, w, h) = (x as usize, y as usize, w as usize, h as usize);
+    let mut rgb = Vec::with_capacity(w * h * 3);
+    for row in y..y + h {
+        let at = 3 * (row * image.width as usize + x);
+        rgb.extend_from_slice(&image.rgb[at..at + 3 * w]);
+    }
+    Ok(LoadedImage {
+        width: w as u32,
+        height: h as u32,
+        rgb,
+        ..image.clone()
+    })
+}
+
+/// Moves proposals found in a region to the coordinates of the whole image.
+fn translate(proposals: &mut [ImageProposal], dx: u32, dy: u32) -> Result<()> {
+    for p in proposals {
+        p.proposal.mask = p.proposal.mask.translated(dx, dy)?;
+        p.proposal.bbox = p.proposal.mask.bbox;
+    }
+    Ok(())
 }
 
 /// The settings for `sam`, with a point grid of `points_per_side` when one is asked for.
@@ -162,7 +204,15 @@ pub fn run(options: &ProposeOptions, device: &Device) -> Result<()> {
         "proposing"
     );
 
-    let result = propose_loaded(&sam, &image, &settings, mpp, options.progress)?;
+    let result = match options.region {
+        Some(region) => {
+            let part = crop_region(&image, region)?;
+            let mut result = propose_loaded(&sam, &part, &settings, mpp, options.progress)?;
+            translate(&mut result.proposals, region[0], region[1])?;
+            result
+        }
+        None => propose_loaded(&sam, &image, &settings, mpp, options.progress)?,
+    };
     let objects = export_objects(&result.proposals, mpp);
     let geojson = to_geojson(&objects, GeometryKind::Polygon, ObjectType::Detection)?;
     let text = serde_json::to_string(&geojson)? + "\n";

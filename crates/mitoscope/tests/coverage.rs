@@ -1,46 +1,86 @@
-//! Coverage of the annotated mitotic figures by the embedded default's proposals, on a fixed
-//! sample of `../shared/data` (the whole set takes about half an hour on two cores: run
-//! `mitoscope coverage --data ../shared/data`; its table is in `docs/proposals.md`).
+//! Coverage of the annotated mitotic figures by the embedded default's proposals.
 //!
-//! The sample: every second ICPR-2012 patch with mitoses, every 20th MIDOG-2021 crop and every
-//! 8th TUPAC-16 candidate, in file order. The target of the issue is 97 % of the figures.
+//! The whole measurement (737 images of `../shared/data`, about half an hour on two cores) is
+//! `mitoscope coverage --data ../shared/data --out docs/coverage/lite_medsam.jsonl`; its per-image
+//! results are committed there and summarised in `docs/proposals.md`. This test checks, in CI
+//! time, that
+//!
+//! 1. the committed results cover every annotated figure of the data (so none was left out) and
+//!    meet the target of 97 %, and
+//! 2. the code still produces them: a fixed sample (every 2nd ICPR-2012 patch, every 20th
+//!    MIDOG-2021 crop, every 8th TUPAC-16 candidate, in file order) is run again and must give
+//!    the same covered figures and the same number of proposals (one either way on another CPU).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::prelude::Device;
-use mitoscope::coverage::{self, Case, Source};
+use mitoscope::coverage::{self, Case, CaseResult, Source};
 
-/// The target coverage.
+/// The target coverage of the issue.
 const TARGET: f64 = 0.97;
 
+fn committed() -> Vec<CaseResult> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/coverage/lite_medsam.jsonl");
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a result line"))
+        .collect()
+}
+
 #[test]
-fn the_default_covers_the_annotated_figures() {
+fn the_committed_measurement_meets_the_target() {
+    let results = committed();
+    let totals = coverage::totals(&results);
+    let all = &totals[&None];
+    eprintln!("{}", coverage::table(&results));
+    assert_eq!(all.images, 737);
+    assert_eq!(
+        (
+            totals[&Some(Source::Icpr)].images,
+            totals[&Some(Source::Midog)].images,
+            totals[&Some(Source::Tupac)].images
+        ),
+        (20, 600, 117)
+    );
+    assert!(
+        all.coverage() >= TARGET,
+        "coverage {:.3} below {TARGET}",
+        all.coverage()
+    );
+}
+
+#[test]
+fn the_code_reproduces_the_measurement_on_a_sample() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     if !data.is_dir() {
         eprintln!("skipped: {} is missing", data.display());
         return;
     }
     let all = coverage::load_cases(&data).unwrap();
-    let count = |s| all.iter().filter(|c: &&Case| c.source == s).count();
-    // The folders as the data README describes them.
-    assert_eq!(count(Source::Icpr), 20);
-    assert_eq!(count(Source::Midog), 600);
-    assert_eq!(count(Source::Tupac), 117);
+    let recorded: BTreeMap<String, CaseResult> = committed()
+        .into_iter()
+        .map(|r| (r.file.clone(), r))
+        .collect();
+    // Every case of the data is in the committed measurement, with its figures.
+    assert_eq!(all.len(), recorded.len());
 
     let step = |s| match s {
         Source::Icpr => 2,
         Source::Midog => 20,
         Source::Tupac => 8,
     };
-    let mut seen = std::collections::BTreeMap::new();
+    let mut seen: BTreeMap<Source, usize> = BTreeMap::new();
     let cases: Vec<Case> = all
         .into_iter()
         .filter(|c| {
-            let n: &mut usize = seen.entry(c.source).or_default();
+            let n = seen.entry(c.source).or_default();
             *n += 1;
             (*n - 1).is_multiple_of(step(c.source))
         })
         .collect();
+    assert_eq!(cases.len(), 55);
 
     let device = Device::flex();
     let sam = mitoscope::load_sam(None, &device).unwrap();
@@ -58,19 +98,23 @@ fn the_default_covers_the_annotated_figures() {
     })
     .unwrap();
     eprintln!("{}", coverage::table(&results));
-
-    let totals = coverage::totals(&results);
-    let all = &totals[&None];
-    assert_eq!(all.images, cases.len());
-    assert!(
-        all.coverage() >= TARGET,
-        "coverage {:.3} below {TARGET}",
-        all.coverage()
-    );
-    // Proposals stay at nucleus density: a few per 10 000 um^2 of tissue, not a flood.
-    let density = all.proposals as f64 / all.mm2;
-    assert!(
-        (2_000.0..30_000.0).contains(&density),
-        "{density:.0} proposals per mm^2"
-    );
+    for r in &results {
+        let before = &recorded[&r.file];
+        assert_eq!(
+            (r.figures, r.covered),
+            (before.figures, before.covered),
+            "{}: now (figures, covered), committed",
+            r.file
+        );
+        // The same code on the same CPU gives the same count. Another CPU may take another
+        // matrix-product kernel, whose last bits can move a mask across a threshold: one
+        // proposal either way is allowed.
+        assert!(
+            r.proposals.abs_diff(before.proposals) <= 1,
+            "{}: {} proposals now, {} committed",
+            r.file,
+            r.proposals,
+            before.proposals
+        );
+    }
 }

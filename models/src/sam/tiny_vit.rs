@@ -130,14 +130,8 @@ impl Conv2dBn {
     pub fn load(w: &Weights, spec: Conv2dSpec) -> Result<Self> {
         let channels = spec.channels[1];
         let mut c = w.conv2d("c", spec.no_bias())?;
-        let bn = w.at("bn");
-        let gamma = bn.tensor("weight", [channels])?;
-        let beta = bn.tensor("bias", [channels])?;
-        let mean = bn.tensor("running_mean", [channels])?;
-        let var = bn.tensor("running_var", [channels])?;
         // bn(y) = (y - mean) * gamma / sqrt(var + eps) + beta = y * scale + shift.
-        let scale = gamma / var.add_scalar(BATCH_NORM_EPS).sqrt();
-        let shift = beta - mean * scale.clone();
+        let (scale, shift) = w.batch_norm_affine("bn", channels, BATCH_NORM_EPS)?;
         c.weight = Param::from_tensor(c.weight.val() * scale.reshape([channels, 1, 1, 1]));
         c.bias = Some(Param::from_tensor(shift));
         Ok(Self { c })
