@@ -24,7 +24,7 @@
 //! with zeros. We always pad, in training too, so that the classifier learns the crops it
 //! will see.
 
-use crate::mask::{BBox, pixel_count};
+use crate::mask::{BBox, check_rgb};
 use crate::rle::BoxRle;
 use crate::{Error, Result};
 
@@ -146,22 +146,6 @@ pub fn crop_with_side(
         rgb,
         mask: crop_mask,
     })
-}
-
-/// Checks that `rgb` holds `width * height` pixels of three bytes.
-fn check_rgb(rgb: &[u8], width: u32, height: u32) -> Result<()> {
-    let expected = pixel_count(width, height)?
-        .checked_mul(3)
-        .ok_or(Error::TooLarge("image larger than the address space"))?;
-    if rgb.len() != expected {
-        return Err(Error::SizeMismatch {
-            width,
-            height,
-            expected: expected as u64,
-            actual: rgb.len() as u64,
-        });
-    }
-    Ok(())
 }
 
 /// The square a crop covers, in image pixels: columns `[x, x + side)`, rows `[y, y + side)`.

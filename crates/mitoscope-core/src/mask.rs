@@ -41,6 +41,27 @@ pub(crate) fn pixel_count(width: u32, height: u32) -> Result<usize> {
     usize::try_from(count).map_err(|_| Error::TooLarge("grid larger than the address space"))
 }
 
+/// Checks that `rgb` holds three bytes per pixel of a `width x height` image; returns the pixel
+/// count.
+///
+/// # Errors
+///
+/// As [`pixel_count`], and [`Error::SizeMismatch`] for a wrong byte count.
+pub(crate) fn check_rgb(rgb: &[u8], width: u32, height: u32) -> Result<usize> {
+    let count = pixel_count(width, height)?;
+    // At most u32::MAX pixels: three bytes each fit a u64.
+    let expected = 3 * count as u64;
+    if rgb.len() as u64 != expected {
+        return Err(Error::SizeMismatch {
+            width,
+            height,
+            expected,
+            actual: rgb.len() as u64,
+        });
+    }
+    Ok(count)
+}
+
 impl<T> Grid<T> {
     /// Wraps row-major `data` as a `width x height` grid.
     ///

@@ -19,7 +19,7 @@
 //! 0.25 um/px; here they are micrometres (see [`SeedParams::new`]), so the same nuclei are found
 //! at any pixel size.
 
-use crate::mask::{Grid, pixel_count};
+use crate::mask::{Grid, check_rgb};
 use crate::settings::ProposalSettings;
 use crate::{Error, Result};
 
@@ -55,21 +55,6 @@ fn haematoxylin_weights() -> [f64; 3] {
         -(m[1][0] * m[2][2] - m[1][2] * m[2][0]) / det,
         (m[1][0] * m[2][1] - m[1][1] * m[2][0]) / det,
     ]
-}
-
-/// Checks that `rgb` holds three bytes per pixel of a `width x height` image.
-fn check_rgb(rgb: &[u8], width: u32, height: u32) -> Result<usize> {
-    let count = pixel_count(width, height)?;
-    let expected = 3 * count as u64;
-    if rgb.len() as u64 != expected {
-        return Err(Error::SizeMismatch {
-            width,
-            height,
-            expected,
-            actual: rgb.len() as u64,
-        });
-    }
-    Ok(count)
 }
 
 /// The haematoxylin concentration of each pixel of interleaved 8-bit RGB.

@@ -5,7 +5,7 @@
 //! 30 px border and 240, and tissue as the pixels strictly darker than that level. The fraction
 //! of tissue under a tile (step 4 there) is [`TissueMask::fraction`].
 
-use crate::mask::{BinaryMask, Grid, pixel_count};
+use crate::mask::{BinaryMask, Grid, check_rgb};
 use crate::settings::ProposalSettings;
 use crate::{Error, Result};
 
@@ -22,16 +22,7 @@ pub type GreyImage = Grid<f64>;
 /// [`Error::EmptyGrid`] or [`Error::TooLarge`] for an unusable size, [`Error::SizeMismatch`]
 /// when `rgb` does not hold three bytes per pixel.
 pub fn grey_from_rgb(rgb: &[u8], width: u32, height: u32) -> Result<GreyImage> {
-    let count = pixel_count(width, height)?;
-    let expected = 3 * count as u64;
-    if rgb.len() as u64 != expected {
-        return Err(Error::SizeMismatch {
-            width,
-            height,
-            expected,
-            actual: rgb.len() as u64,
-        });
-    }
+    check_rgb(rgb, width, height)?;
     let grey = rgb
         .chunks_exact(3)
         .map(|p| f64::from(p[0]) * 0.2989 + f64::from(p[1]) * 0.5870 + f64::from(p[2]) * 0.1140)
