@@ -16,7 +16,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut file = tempfile::NamedTempFile::new_in(folder)
+    let mut builder = tempfile::Builder::new();
+    // A temporary file is private (0600); a result is an ordinary file (0644, less the umask).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut file = builder
+        .tempfile_in(folder)
         .with_context(|| format!("cannot write in {}", folder.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
@@ -38,8 +46,17 @@ mod tests {
         assert_eq!(std::fs::read(&path).unwrap(), b"{}");
         write_atomic(&path, b"[1]").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"[1]");
-        // Only the file itself is left behind.
+        // Only the file itself is left behind, with the permissions of an ordinary new file.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            let plain = dir.path().join("plain");
+            std::fs::File::create(&plain).unwrap();
+            assert_eq!(mode(&path), mode(&plain) & 0o644);
+            std::fs::remove_file(plain).unwrap();
+        }
 
         let missing = dir.path().join("no/such/folder/out.json");
         let err = format!("{:#}", write_atomic(&missing, b"{}").unwrap_err());
