@@ -122,9 +122,9 @@ impl SamConfig {
     ///
     /// # Errors
     ///
-    /// [`ModelError::MissingKey`] naming `image_encoder.pos_embed` when the file holds no
-    /// SAM or LiteMedSAM image encoder; [`ModelError::WrongShape`] for a ViT of an unknown
-    /// width.
+    /// [`ModelError::MissingKey`](crate::ModelError::MissingKey) naming
+    /// `image_encoder.pos_embed` when the file holds no SAM or LiteMedSAM image encoder;
+    /// [`ModelError::WrongShape`](crate::ModelError::WrongShape) for a ViT of an unknown width.
     pub fn detect(weights: &Weights) -> Result<Self> {
         let encoder = weights.at("image_encoder");
         if encoder.contains("patch_embed.seq.0.c.weight") {
