@@ -2,7 +2,7 @@
 //! and on bad input.
 //!
 //! The 1000 x 1000 PNG takes a few minutes on two cores; the whole first level of the SVS slide
-//! more than 20, so CI runs a region of it and the whole slide is an ignored test.
+//! about ten, so CI runs a region of it and the whole slide is an ignored test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -183,12 +183,11 @@ fn proposes_on_a_region_of_the_svs_slide_in_slide_coordinates() {
     }
 }
 
-// The whole first level: 192 tiles of 256 px, some 30 proposals each at 0.5 um/px. On two cores
-// it had not finished after 20 minutes (test profile, other jobs running); a 512 px region took
-// 109 s in a release build. Run with
-// `cargo test -p mitoscope --test propose -- --ignored whole_svs`.
+// The whole first level: 81 of 192 tiles with tissue, 3199 proposals; 491 s on two cores with a
+// release build (measured with `mitoscope propose`), longer in the test profile beside the other
+// tests. Run with `cargo test -p mitoscope --test propose -- --ignored whole_svs`.
 #[test]
-#[ignore = "runs for more than 20 minutes on two cores"]
+#[ignore = "takes about ten minutes on two cores"]
 fn proposes_on_the_whole_svs_slide() {
     if let Some(features) = propose_svs(None) {
         assert!(features.len() > 100);
