@@ -234,6 +234,22 @@ pub struct CaseResult {
     pub seconds: f64,
 }
 
+/// One progress line: `source file: covered/figures covered, N proposals, T s`.
+impl std::fmt::Display for CaseResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}/{} covered, {} proposals, {:.1} s",
+            self.source.name(),
+            self.file,
+            self.covered,
+            self.figures,
+            self.proposals,
+            self.seconds
+        )
+    }
+}
+
 /// Runs the proposal stage on each case and checks its figures; `on_case` sees each result.
 ///
 /// # Errors

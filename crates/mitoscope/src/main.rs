@@ -159,15 +159,7 @@ fn run_coverage(
     let mut done = 0;
     let results = coverage::run(&sam, &settings, data, &cases, |r| {
         done += 1;
-        eprintln!(
-            "[{done}/{total}] {} {}: {}/{} covered, {} proposals, {:.1} s",
-            r.source.name(),
-            r.file,
-            r.covered,
-            r.figures,
-            r.proposals,
-            r.seconds
-        );
+        eprintln!("[{done}/{total}] {r}");
         if let Ok(line) = serde_json::to_string(r) {
             lines += &line;
             lines.push('\n');

@@ -85,18 +85,7 @@ fn the_code_reproduces_the_measurement_on_a_sample() {
     let device = Device::flex();
     let sam = mitoscope::load_sam(None, &device).unwrap();
     let settings = sam.config().default_proposal_settings();
-    let results = coverage::run(&sam, &settings, &data, &cases, |r| {
-        eprintln!(
-            "{} {}: {}/{} covered, {} proposals, {:.1} s",
-            r.source.name(),
-            r.file,
-            r.covered,
-            r.figures,
-            r.proposals,
-            r.seconds
-        );
-    })
-    .unwrap();
+    let results = coverage::run(&sam, &settings, &data, &cases, |r| eprintln!("{r}")).unwrap();
     eprintln!("{}", coverage::table(&results));
     for r in &results {
         let before = &recorded[&r.file];
