@@ -15,8 +15,9 @@
 //! [`Classifier::classify`] does this from [`mitoscope_core::Crop`]s.
 //!
 //! Checkpoints load as they are: OMG-Net's PyTorch Lightning checkpoints (the weights under
-//! `state_dict`, named `backbone.*` and `mask_encoder.*`) and bare torchvision `resnet18` state
-//! dicts with a 2-class `fc` (which have no mask encoder: see [`Classifier::from_weights`]). The
+//! `state_dict`, named `backbone.*` and `mask_encoder.*`), safetensors files with the same key
+//! names (what [`crate::train`] exports), and bare torchvision `resnet18` state dicts with a
+//! 2-class `fc` (which have no mask encoder: see [`Classifier::from_weights`]). The
 //! fields are named after the checkpoint keys; the batch norms are folded into the convolutions
 //! before them at load, so this module is for inference only.
 
@@ -45,14 +46,14 @@ pub const NUM_CLASSES: usize = 2;
 pub const MITOTIC_FIGURE: usize = 1;
 
 /// The network's name in error messages ("is this a ResNet18 classifier checkpoint?").
-const MODEL: &str = "ResNet18 classifier";
+pub(crate) const MODEL: &str = "ResNet18 classifier";
 /// `torch.nn.BatchNorm2d`'s default epsilon.
-const BATCH_NORM_EPS: f64 = 1e-5;
+pub(crate) const BATCH_NORM_EPS: f64 = 1e-5;
 /// Channels of the stem and of the four stages.
-const STEM_CHANNELS: usize = 64;
-const STAGE_CHANNELS: [usize; 4] = [64, 128, 256, 512];
+pub(crate) const STEM_CHANNELS: usize = 64;
+pub(crate) const STAGE_CHANNELS: [usize; 4] = [64, 128, 256, 512];
 /// Basic blocks per stage: ResNet18's `[2, 2, 2, 2]`.
-const BLOCKS_PER_STAGE: usize = 2;
+pub(crate) const BLOCKS_PER_STAGE: usize = 2;
 /// Crops per forward pass in [`Classifier::classify`]: bounds the activations (the stem's
 /// output is 16 MB per 64 crops) whatever the number of objects on a field.
 const CLASSIFY_BATCH: usize = 256;
@@ -161,20 +162,28 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// Loads a classifier checkpoint: OMG-Net's Lightning `.ckpt` or a bare torchvision
-    /// `resnet18` state dict with a 2-class head (see [`Classifier::from_weights`]).
+    /// Loads a classifier checkpoint: OMG-Net's Lightning `.ckpt`, a bare torchvision
+    /// `resnet18` state dict with a 2-class head (see [`Classifier::from_weights`]), or a
+    /// safetensors file with either layout's key names (see [`crate::train::export`]), told
+    /// apart by [`crate::weights::is_safetensors`].
     ///
     /// A Lightning checkpoint's `hyper_parameters` are honoured as OMG-Net's `forward` reads
-    /// them: with `Mask_Input = false` the mask is ignored.
+    /// them: with `Mask_Input = false` the mask is ignored. A safetensors file has no such
+    /// entries: its mask encoder is used whenever it holds one.
     ///
     /// # Errors
     ///
-    /// [`ModelError::Unreadable`] when the file is not a PyTorch checkpoint;
+    /// [`ModelError::Unreadable`] when the file is neither a PyTorch checkpoint nor a
+    /// safetensors file;
     /// [`ModelError::MissingKey`] naming `backbone.conv1.weight` for a checkpoint of another
     /// network (a SAM checkpoint, say); [`ModelError::InvalidInput`] for a configuration this
     /// port does not run (the 4-channel input, an activation after the head, a deeper ResNet);
     /// otherwise as [`Classifier::from_weights`].
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
+        if crate::weights::is_safetensors(path) {
+            let weights = Weights::from_safetensors(path, MODEL, device)?;
+            return Self::build(&weights, true);
+        }
         let weights = Weights::from_checkpoint(path, MODEL, device)?;
         let mask_input = mask_input_of(path)?;
         Self::build(&weights, mask_input)
@@ -318,38 +327,7 @@ impl Classifier {
     ///
     /// [`ModelError::InvalidInput`] when a crop is not [`CROP`] x [`CROP`].
     pub fn input(&self, crops: &[Crop]) -> Result<(Tensor<4>, Tensor<4>)> {
-        let side = CROP as usize;
-        let plane = side * side;
-        let mut rgb = vec![0f32; crops.len() * 3 * plane];
-        let mut mask = vec![0f32; crops.len() * plane];
-        for (i, crop) in crops.iter().enumerate() {
-            if crop.rgb.len() != 3 * plane || crop.mask.len() != plane {
-                return Err(ModelError::InvalidInput(format!(
-                    "crop {i} holds {} RGB and {} mask bytes, expected {} and {plane} \
-                     (a {side} x {side} crop)",
-                    crop.rgb.len(),
-                    crop.mask.len(),
-                    3 * plane
-                )));
-            }
-            let rgb = &mut rgb[i * 3 * plane..(i + 1) * 3 * plane];
-            for (p, pixel) in crop.rgb.chunks_exact(3).enumerate() {
-                for c in 0..3 {
-                    // As torchvision: ToTensor divides by 255, Normalize subtracts and divides.
-                    rgb[c * plane + p] =
-                        (f32::from(pixel[c]) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-                }
-            }
-            for (m, &byte) in mask[i * plane..(i + 1) * plane].iter_mut().zip(&crop.mask) {
-                *m = f32::from(u8::from(byte != 0));
-            }
-        }
-        let device = self.device();
-        let n = crops.len();
-        Ok((
-            Tensor::from_data(TensorData::new(rgb, [n, 3, side, side]), &device),
-            Tensor::from_data(TensorData::new(mask, [n, 1, side, side]), &device),
-        ))
+        input_tensors(crops, &self.device())
     }
 
     /// The probability that each crop shows a mitotic figure: the softmax of the logits, class
@@ -372,6 +350,45 @@ impl Classifier {
         }
         Ok(probabilities)
     }
+}
+
+/// The network's input for `crops` on `device`, as [`Classifier::input`]; shared with training.
+///
+/// # Errors
+///
+/// As [`Classifier::input`].
+pub(crate) fn input_tensors(crops: &[Crop], device: &Device) -> Result<(Tensor<4>, Tensor<4>)> {
+    let side = CROP as usize;
+    let plane = side * side;
+    let mut rgb = vec![0f32; crops.len() * 3 * plane];
+    let mut mask = vec![0f32; crops.len() * plane];
+    for (i, crop) in crops.iter().enumerate() {
+        if crop.rgb.len() != 3 * plane || crop.mask.len() != plane {
+            return Err(ModelError::InvalidInput(format!(
+                "crop {i} holds {} RGB and {} mask bytes, expected {} and {plane} \
+                 (a {side} x {side} crop)",
+                crop.rgb.len(),
+                crop.mask.len(),
+                3 * plane
+            )));
+        }
+        let rgb = &mut rgb[i * 3 * plane..(i + 1) * 3 * plane];
+        for (p, pixel) in crop.rgb.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                // As torchvision: ToTensor divides by 255, Normalize subtracts and divides.
+                rgb[c * plane + p] =
+                    (f32::from(pixel[c]) / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
+            }
+        }
+        for (m, &byte) in mask[i * plane..(i + 1) * plane].iter_mut().zip(&crop.mask) {
+            *m = f32::from(u8::from(byte != 0));
+        }
+    }
+    let n = crops.len();
+    Ok((
+        Tensor::from_data(TensorData::new(rgb, [n, 3, side, side]), device),
+        Tensor::from_data(TensorData::new(mask, [n, 1, side, side]), device),
+    ))
 }
 
 /// Loads one stage of [`BLOCKS_PER_STAGE`] basic blocks from `c_in` to `c_out` channels, the

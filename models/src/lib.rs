@@ -7,7 +7,8 @@
 //! each network are named after its checkpoint keys, so the published `.pth` files load as
 //! they are (see [`weights`]). The proposal stage on one embedding is [`proposals::propose`].
 //! The second stage, OMG-Net's mask-aware ResNet18 that scores each proposal's crop, is
-//! [`classifier::Classifier`].
+//! [`classifier::Classifier`]; [`train`] trains it from scratch and exports it in the same
+//! checkpoint layout.
 //!
 //! The networks run on any burn device: `Device::flex()` on the CPU by default.
 //!
@@ -25,6 +26,7 @@ pub mod error;
 pub mod pipeline;
 pub mod proposals;
 pub mod sam;
+pub mod train;
 pub mod weights;
 
 pub use error::{ModelError, Result};

@@ -1,5 +1,6 @@
-//! Reading network weights: published PyTorch checkpoints, read one tensor at a time, or seeded
-//! random values for tests and benchmarks.
+//! Reading network weights: published PyTorch checkpoints, read one tensor at a time,
+//! safetensors files (what [`crate::train`] exports), or seeded random values for tests and
+//! benchmarks.
 //!
 //! Every network in this crate is built by a `load` function that asks a [`Weights`] for each
 //! tensor under the same dotted name the PyTorch `state_dict` uses, so the Rust module tree
@@ -23,7 +24,19 @@ use crate::error::{ModelError, Result};
 /// Where the tensors come from.
 enum Source {
     Checkpoint(Checkpoint),
+    Safetensors(SafetensorsFile),
     Random { seed: u64 },
+}
+
+/// An opened safetensors file, held in memory (a classifier is 45 MB in `f32`).
+struct SafetensorsFile {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    /// Where the tensor data begins in `bytes`: after the length and the JSON header.
+    data_start: usize,
+    tensors: HashMap<String, safetensors::tensor::TensorInfo>,
+    /// Keys the network asked for, to report what the file holds that nothing used.
+    used: Mutex<HashSet<String>>,
 }
 
 /// An opened PyTorch checkpoint.
@@ -128,6 +141,63 @@ impl Weights {
         })
     }
 
+    /// Opens a safetensors file (the format of the Hugging Face hub, and of the classifiers
+    /// [`crate::train`] exports) for the network named `model`. Tensors in `f32`, `f16`,
+    /// `bf16` and `f64` are read as `f32`.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Unreadable`] when the file is missing, is not a valid safetensors file, or
+    /// holds no tensors.
+    pub fn from_safetensors(path: &Path, model: &str, device: &Device) -> Result<Self> {
+        let unreadable = |reason: String| ModelError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|err| unreadable(err.to_string()))?;
+        // `deserialize` checks the header against the data (offsets, sizes, overlaps).
+        safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(|err| unreadable(format!("not a valid safetensors file: {err}")))?;
+        let (header, metadata) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|err| unreadable(format!("not a valid safetensors file: {err}")))?;
+        let tensors: HashMap<String, safetensors::tensor::TensorInfo> = metadata
+            .tensors()
+            .into_iter()
+            .map(|(name, info)| (name, info.clone()))
+            .collect();
+        if tensors.is_empty() {
+            return Err(unreadable("the file holds no tensors".into()));
+        }
+        tracing::debug!(tensors = tensors.len(), "safetensors file opened");
+        let file = SafetensorsFile {
+            path: path.to_path_buf(),
+            bytes,
+            data_start: 8 + header,
+            tensors,
+            used: Mutex::new(HashSet::new()),
+        };
+        Ok(Self {
+            source: Arc::new(Source::Safetensors(file)),
+            prefix: String::new(),
+            model: model.into(),
+            device: device.clone(),
+        })
+    }
+
+    /// Opens `path` as a safetensors file when [`is_safetensors`] says it is one, otherwise as
+    /// a PyTorch checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::from_safetensors`] or [`Weights::from_checkpoint`].
+    pub fn from_file(path: &Path, model: &str, device: &Device) -> Result<Self> {
+        if is_safetensors(path) {
+            Self::from_safetensors(path, model, device)
+        } else {
+            Self::from_checkpoint(path, model, device)
+        }
+    }
+
     /// Seeded random weights for the network named `model`: the same seed gives the same
     /// values for the same key, whatever order they are asked in.
     pub fn random(seed: u64, model: &str, device: &Device) -> Self {
@@ -161,6 +231,7 @@ impl Weights {
     pub fn contains(&self, name: &str) -> bool {
         match self.source.as_ref() {
             Source::Checkpoint(checkpoint) => checkpoint.find(&self.key(name)).is_some(),
+            Source::Safetensors(file) => file.find(&self.key(name)).is_some(),
             Source::Random { .. } => true,
         }
     }
@@ -172,6 +243,7 @@ impl Weights {
             Source::Checkpoint(checkpoint) => {
                 checkpoint.find(&self.key(name)).map(|t| t.shape().to_vec())
             }
+            Source::Safetensors(file) => file.find(&self.key(name)).map(|(_, t)| t.shape.clone()),
             Source::Random { .. } => None,
         }
     }
@@ -180,6 +252,7 @@ impl Weights {
     pub fn path(&self) -> PathBuf {
         match self.source.as_ref() {
             Source::Checkpoint(checkpoint) => checkpoint.path.clone(),
+            Source::Safetensors(file) => file.path.clone(),
             Source::Random { seed } => PathBuf::from(format!("random weights (seed {seed})")),
         }
     }
@@ -214,6 +287,7 @@ impl Weights {
         let key = self.key(name);
         let values = match self.source.as_ref() {
             Source::Checkpoint(checkpoint) => checkpoint.read(&key, &shape, &self.model)?,
+            Source::Safetensors(file) => file.read(&key, &shape, &self.model)?,
             Source::Random { seed } => random_values(*seed, &key, &shape),
         };
         Ok(Tensor::from_data(
@@ -362,16 +436,16 @@ impl Weights {
 
     /// Keys of the checkpoint that no network asked for, sorted (empty for random weights).
     pub fn unused_keys(&self) -> Vec<String> {
-        let Source::Checkpoint(checkpoint) = self.source.as_ref() else {
-            return Vec::new();
+        let (keys, used): (Vec<&String>, _) = match self.source.as_ref() {
+            Source::Checkpoint(checkpoint) => {
+                (checkpoint.tensors.keys().collect(), &checkpoint.used)
+            }
+            Source::Safetensors(file) => (file.tensors.keys().collect(), &file.used),
+            Source::Random { .. } => return Vec::new(),
         };
-        let used = checkpoint
-            .used
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let mut unused: Vec<String> = checkpoint
-            .tensors
-            .keys()
+        let used = used.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut unused: Vec<String> = keys
+            .into_iter()
             .filter(|key| !used.contains(*key))
             .cloned()
             .collect();
@@ -495,6 +569,101 @@ impl Checkpoint {
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .insert(tensor.name.clone());
+        Ok(values)
+    }
+}
+
+/// Whether `path` looks like a safetensors file: its name ends in `.safetensors`, or its first
+/// bytes are a little-endian header length that fits the file followed by the header's `{`. A
+/// PyTorch checkpoint (a zip archive or a pickle) never starts that way.
+pub fn is_safetensors(path: &Path) -> bool {
+    use std::io::Read;
+
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    {
+        return true;
+    }
+    let mut start = [0u8; 9];
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(len) = file.metadata().map(|m| m.len()) else {
+        return false;
+    };
+    if file.read_exact(&mut start).is_err() {
+        return false;
+    }
+    let mut header = [0u8; 8];
+    header.copy_from_slice(&start[..8]);
+    let header = u64::from_le_bytes(header);
+    start[8] == b'{' && header >= 2 && header <= len - 8
+}
+
+impl SafetensorsFile {
+    /// The stored key and tensor for `key`, looking through the wrappers training frameworks
+    /// add.
+    fn find(&self, key: &str) -> Option<(&String, &safetensors::tensor::TensorInfo)> {
+        self.tensors.get_key_value(key).or_else(|| {
+            WRAPPER_PREFIXES
+                .iter()
+                .find_map(|prefix| self.tensors.get_key_value(&format!("{prefix}{key}")))
+        })
+    }
+
+    fn read(&self, key: &str, shape: &[usize], model: &str) -> Result<Vec<f32>> {
+        use safetensors::Dtype;
+
+        let Some((name, info)) = self.find(key) else {
+            return Err(ModelError::MissingKey {
+                path: self.path.clone(),
+                model: model.into(),
+                key: key.into(),
+            });
+        };
+        if info.shape != shape {
+            return Err(ModelError::WrongShape {
+                path: self.path.clone(),
+                model: model.into(),
+                key: key.into(),
+                expected: shape.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        // The offsets were checked against the file when it was opened.
+        let (begin, end) = info.data_offsets;
+        let bytes = &self.bytes[self.data_start + begin..self.data_start + end];
+        // safetensors stores little-endian values.
+        let values = match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8 bytes")) as f32)
+                .collect(),
+            other => {
+                return Err(ModelError::WrongDtype {
+                    path: self.path.clone(),
+                    key: key.into(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        self.used
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .insert(name.clone());
         Ok(values)
     }
 }

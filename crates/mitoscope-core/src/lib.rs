@@ -30,9 +30,14 @@
 //!   CSV tables (the files `mitoscope propose` and `mitoscope detect` write).
 //! - [`crop`](mod@crop): the classifier's input, a 64 x 64 RGB crop and mask crop around each
 //!   object (OMG-Net `Models/SAM_Masking.py`, `MaskGenerator.forward`).
+//! - [`augment`]: the classifier's training augmentations, seeded: flips, brightness and
+//!   contrast (torchvision `ColorJitter`), H&E stain jitter (Tellez et al. 2018 on scikit-image's
+//!   `rgb2hed`).
 //! - [`matching`]: evaluation as the MIDOG challenges count it (detections matched to figures
 //!   within 7.5 um, TP / FP / FN, F1; evalutils `score_detection`), and readers for the MIDOG
 //!   annotation databases and CSV point tables.
+//! - [`wire`]: the server's streamed messages (proposals with box-relative masks, progress,
+//!   errors), shared by the server, the command-line program and the browser app.
 //!
 //! Deviations from the references are marked `NOTE:` where they live and listed in
 //! `docs/deviations.md`.
@@ -85,6 +90,7 @@
 //! not match its data, a threshold out of range, a malformed run-length encoding) returns
 //! [`Error`].
 
+pub mod augment;
 pub mod crop;
 pub mod export;
 pub mod filter;
@@ -97,7 +103,9 @@ pub mod seeds;
 pub mod settings;
 pub mod tiles;
 pub mod tissue;
+pub mod wire;
 
+pub use augment::{AugmentSettings, Augmentation};
 pub use crop::{CROP, Crop, crop, crop_centre, crop_with_side};
 pub use export::{
     ExportObject, GeometryKind, ObjectType, Polygon, mask_polygons, polygon_area, to_csv,

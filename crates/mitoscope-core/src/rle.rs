@@ -65,6 +65,15 @@ impl BoxRle {
     pub fn area(&self) -> u64 {
         set_pixels(&self.counts)
     }
+
+    /// Checks that the runs cover the box's pixels exactly.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidRle`] when they do not.
+    pub fn check(&self) -> Result<()> {
+        check_total(&self.counts, self.bbox.width_px() * self.bbox.height_px())
+    }
 }
 
 /// Encodes `mask` relative to its bounding box; `None` for an empty mask.

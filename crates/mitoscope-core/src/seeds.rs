@@ -26,11 +26,12 @@ use crate::{Error, Result};
 /// scikit-image's `hed_from_rgb`: the inverse of `rgb_from_hed` =
 /// `[[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]]`; only its first column (the
 /// haematoxylin weights of the R, G and B optical densities) is needed, computed once by
-/// [`haematoxylin_weights`].
-const RGB_FROM_HED: [[f64; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
+/// [`haematoxylin_weights`]. Shared with [`crate::augment`].
+pub(crate) const RGB_FROM_HED: [[f64; 3]; 3] =
+    [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
 
 /// Smallest light fraction before the logarithm, as scikit-image (`np.maximum(rgb, 1e-6)`).
-const MIN_LIGHT: f64 = 1e-6;
+pub(crate) const MIN_LIGHT: f64 = 1e-6;
 
 /// Bins of the Otsu histogram (numpy's `np.histogram(values, 256)`).
 const OTSU_BINS: usize = 256;
