@@ -8,9 +8,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use indicatif::{ProgressBar, ProgressStyle};
-use mitoscope_core::export::{
-    ExportObject, GeometryKind, ObjectType, ProposalRow, box_centre, to_csv, to_geojson,
-};
+use mitoscope_core::export::{ExportObject, GeometryKind, ObjectType, to_csv, to_geojson};
+use mitoscope_core::wire::WireProposal;
 use mitoscope_core::{PromptMode, ProposalSettings};
 use mitoscope_io::{Limits, LoadedImage};
 use mitoscope_models::pipeline::{ImageProposal, ImageProposals, propose_image};
@@ -141,44 +140,28 @@ pub fn propose_loaded(
     Ok(result?)
 }
 
+/// A proposal as it goes on the wire, with its area at `mpp`; the server streams these and
+/// `mitoscope propose` writes its files from them, so both give the same numbers.
+pub fn to_wire(p: &ImageProposal, mpp: f64) -> WireProposal {
+    WireProposal::new(
+        p.id,
+        &p.proposal.mask,
+        p.proposal.predicted_iou,
+        p.proposal.stability,
+        mpp,
+    )
+}
+
 /// The proposals as export objects: unclassified, with their scores and area in um^2.
-pub fn export_objects(proposals: &[ImageProposal], mpp: f64) -> Vec<ExportObject> {
-    proposals
+///
+/// # Errors
+///
+/// A mask whose runs do not cover its box (an internal error).
+pub fn export_objects(proposals: &[WireProposal]) -> Result<Vec<ExportObject>> {
+    Ok(proposals
         .iter()
-        .map(|p| ExportObject {
-            id: p.id,
-            mask: p.proposal.mask.clone(),
-            classification: None,
-            measurements: vec![
-                ("predicted_iou".into(), f64::from(p.proposal.predicted_iou)),
-                ("stability".into(), f64::from(p.proposal.stability)),
-                ("area_um2".into(), area_um2(p, mpp)),
-            ],
-        })
-        .collect()
-}
-
-/// The mask's area in um^2.
-fn area_um2(p: &ImageProposal, mpp: f64) -> f64 {
-    p.proposal.mask_area as f64 * mpp * mpp
-}
-
-/// The proposals as CSV rows.
-pub fn csv_rows(proposals: &[ImageProposal], mpp: f64) -> Vec<ProposalRow> {
-    proposals
-        .iter()
-        .map(|p| {
-            let [x, y] = box_centre(&p.proposal.bbox);
-            ProposalRow {
-                id: p.id,
-                x,
-                y,
-                predicted_iou: f64::from(p.proposal.predicted_iou),
-                stability: f64::from(p.proposal.stability),
-                area_um2: area_um2(p, mpp),
-            }
-        })
-        .collect()
+        .map(WireProposal::to_export)
+        .collect::<mitoscope_core::Result<_>>()?)
 }
 
 /// Runs `mitoscope propose`.
@@ -213,7 +196,8 @@ pub fn run(options: &ProposeOptions, device: &Device) -> Result<()> {
         }
         None => propose_loaded(&sam, &image, &settings, mpp, options.progress)?,
     };
-    let objects = export_objects(&result.proposals, mpp);
+    let wire: Vec<WireProposal> = result.proposals.iter().map(|p| to_wire(p, mpp)).collect();
+    let objects = export_objects(&wire)?;
     let geojson = to_geojson(&objects, GeometryKind::Polygon, ObjectType::Detection)?;
     let text = serde_json::to_string(&geojson)? + "\n";
     match &options.out {
@@ -221,7 +205,10 @@ pub fn run(options: &ProposeOptions, device: &Device) -> Result<()> {
         None => print!("{text}"),
     }
     if let Some(path) = &options.csv {
-        write_atomic(path, to_csv(&csv_rows(&result.proposals, mpp))?.as_bytes())?;
+        write_atomic(
+            path,
+            to_csv(&wire.iter().map(WireProposal::to_row).collect::<Vec<_>>())?.as_bytes(),
+        )?;
     }
     if let Some(path) = &options.overlay {
         write_overlay(path, &image, &result.proposals)?;
