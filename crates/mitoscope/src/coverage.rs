@@ -64,7 +64,7 @@ pub struct Case {
 }
 
 /// Reads a small CSV with a header into maps from column name to value.
-fn read_table(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
+pub(crate) fn read_table(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -86,14 +86,18 @@ fn read_table(path: &Path) -> Result<Vec<BTreeMap<String, String>>> {
 }
 
 /// A column of a table row.
-fn column<'a>(row: &'a BTreeMap<String, String>, name: &str, table: &Path) -> Result<&'a str> {
+pub(crate) fn column<'a>(
+    row: &'a BTreeMap<String, String>,
+    name: &str,
+    table: &Path,
+) -> Result<&'a str> {
     row.get(name)
         .map(String::as_str)
         .with_context(|| format!("{}: a row has no `{name}`", table.display()))
 }
 
 /// A numeric column of a table row.
-fn number(row: &BTreeMap<String, String>, name: &str, table: &Path) -> Result<f64> {
+pub(crate) fn number(row: &BTreeMap<String, String>, name: &str, table: &Path) -> Result<f64> {
     let text = column(row, name, table)?;
     text.parse()
         .with_context(|| format!("{}: `{name}` = {text:?} is not a number", table.display()))

@@ -8,13 +8,24 @@
 //!   drawn over the image.
 //! - [`coverage`]: how many annotated mitotic figures of `../shared/data` the proposals find
 //!   (the measurement behind the default prompt settings).
+//! - [`dataset`]: `mitoscope dataset`: the classifier's training data from `../shared/data`,
+//!   proposals labelled against the annotations, split by slide or case.
+//! - [`eval`]: `mitoscope eval --pred FILE --truth FILE`: detections scored against annotated
+//!   figures as the MIDOG challenges score them (TP, FP, FN, precision, recall, F1 per group).
 //! - [`overlay`]: mask outlines drawn over an image.
 //! - [`output`]: atomic file writes.
+//! - [`serve`]: `mitoscope serve`, the self-hosted server that streams proposals to the
+//!   browser.
+//! - [`backend`]: where the networks run (`--backend cpu|wgpu|cuda`).
 
+pub mod backend;
 pub mod coverage;
+pub mod dataset;
+pub mod eval;
 pub mod output;
 pub mod overlay;
 pub mod propose;
+pub mod serve;
 
 use std::path::Path;
 

@@ -4,11 +4,13 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use clap::{Parser, Subcommand};
+use mitoscope::backend::Backend;
 use mitoscope::coverage;
 use mitoscope::propose::{self, ProposeOptions};
+use mitoscope::serve::ServeOptions;
 
 // mimalloc keeps freed memory for reuse: the networks allocate and free large buffers per tile,
 // which the system allocator hands back to the kernel and zeroes again each time.
@@ -56,6 +58,46 @@ enum Command {
         /// the whole image's coordinates.
         #[arg(long, value_name = "X,Y,WIDTH,HEIGHT", value_parser = parse_region)]
         region: Option<[u32; 4]>,
+        /// Where the model runs (wgpu and cuda need a build with that cargo feature).
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Runs the self-hosted server: the web app and the API that streams proposals to it.
+    Serve {
+        /// Address and port to listen on (0.0.0.0:8080 to open it to the network; port 0
+        /// picks a free one).
+        #[arg(long, default_value = mitoscope::serve::DEFAULT_BIND)]
+        bind: std::net::SocketAddr,
+        /// A published Segment Anything checkpoint (sam_vit_b/l/h .pth) instead of the
+        /// embedded LiteMedSAM.
+        #[arg(long, value_name = "CHECKPOINT")]
+        sam: Option<PathBuf>,
+        /// Where the model runs (wgpu and cuda need a build with that cargo feature).
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+        /// The folder of the built web app, served at / .
+        #[arg(long, value_name = "DIR")]
+        web: Option<PathBuf>,
+        /// A file holding the API token that every /api/ request must send as
+        /// `Authorization: Bearer TOKEN` (or set MITOSCOPE_TOKEN).
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// Let pages from this origin call the API (CORS), e.g. https://viewer.example.org;
+        /// repeat for several. Off by default.
+        #[arg(long, value_name = "ORIGIN")]
+        cors_origin: Vec<String>,
+        /// Largest accepted upload, in MiB.
+        #[arg(long, default_value_t = 200)]
+        max_upload_mb: u64,
+        /// Largest accepted image, in millions of pixels.
+        #[arg(long, default_value_t = 50.0)]
+        max_megapixels: f64,
+        /// Longest a job may take, waiting in the queue included, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        job_timeout: u64,
+        /// Jobs that may wait for the model; more get 503 with Retry-After.
+        #[arg(long, default_value_t = 16)]
+        queue: usize,
     },
     /// Measures how many annotated mitotic figures of the shared test data the proposals find.
     Coverage {
@@ -71,6 +113,70 @@ enum Command {
         sam: Option<PathBuf>,
         /// Write the per-image results as JSON lines here.
         #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Builds the classifier's training data: proposals of every annotated image, labelled
+    /// against the annotations, split into training and validation by slide or case.
+    ///
+    /// Writes proposals.jsonl, split.csv and summary.json to --out, and keeps the proposals
+    /// found in cache.jsonl there so that an interrupted run resumes (see docs/dataset.md).
+    Dataset {
+        /// The data folder (with icpr2012_patches/, ami-br_midog21_patches/,
+        /// tupac16_mitosis_candidates_prlab/ and midog_annotations/).
+        #[arg(long, default_value = "../shared/data")]
+        data: PathBuf,
+        /// The output folder (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Use every N-th image of each source (1: all); the split stays that of all images.
+        #[arg(long, default_value_t = 1)]
+        every: usize,
+        /// Seed of the train/validation split.
+        #[arg(long, default_value_t = mitoscope::dataset::DEFAULT_SEED)]
+        seed: u64,
+        /// Share of each source's images (whole slides or cases) for validation.
+        #[arg(long, default_value_t = mitoscope::dataset::DEFAULT_VAL_FRACTION)]
+        val_fraction: f64,
+        /// A published Segment Anything checkpoint instead of the embedded LiteMedSAM.
+        #[arg(long, value_name = "CHECKPOINT")]
+        sam: Option<PathBuf>,
+        /// Where the model runs (wgpu and cuda need a build with that cargo feature).
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Scores detections against annotated mitotic figures as the MIDOG challenges do.
+    ///
+    /// A detection matches the nearest unmatched figure within 7.5 um; TP, FP and FN are summed
+    /// over the images, per group and overall, with precision, recall and F1.
+    Eval {
+        /// The detections: a CSV (x,y and optionally image and probability), MIDOG output JSON
+        /// (points in mm), or a folder of such files (one image each, named by the file name).
+        #[arg(long, value_name = "FILE|DIR")]
+        pred: PathBuf,
+        /// The figures: MIDOG++ or MIDOG 2021 annotation database (JSON), MIDOG ground-truth
+        /// JSON (mm), or a CSV with image,x,y (optional mpp and group columns).
+        #[arg(long, value_name = "FILE")]
+        truth: PathBuf,
+        /// Pixel size in micrometres per pixel for the images whose truth does not give one
+        /// (0.25 for a 40x scan).
+        #[arg(long)]
+        mpp: Option<f64>,
+        /// Detections with a probability count only if it is above P.
+        #[arg(long, value_name = "P", default_value_t = 0.5)]
+        threshold: f64,
+        /// The image a --pred file of one image's detections belongs to (default: the file
+        /// name without its extension).
+        #[arg(long, value_name = "NAME")]
+        image: Option<String>,
+        /// The MIDOG++ split table (datasets_xvalidation.csv): evaluate its slides only, also
+        /// per scanner, with each scanner's pixel size.
+        #[arg(long, value_name = "FILE")]
+        split: Option<PathBuf>,
+        /// With --split: only the slides of this dataset (test or train).
+        #[arg(long, value_name = "NAME", requires = "split")]
+        dataset: Option<String>,
+        /// Also write the full report (per group and per image) as JSON.
+        #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
 }
@@ -115,6 +221,7 @@ fn run(cli: Cli) -> Result<()> {
             csv,
             overlay,
             region,
+            backend,
         } => propose::run(
             &ProposeOptions {
                 image,
@@ -127,15 +234,97 @@ fn run(cli: Cli) -> Result<()> {
                 region,
                 progress: std::io::stderr().is_terminal(),
             },
-            &device,
+            &backend.device()?,
         ),
+        Command::Serve {
+            bind,
+            sam,
+            backend,
+            web,
+            token_file,
+            cors_origin,
+            max_upload_mb,
+            max_megapixels,
+            job_timeout,
+            queue,
+        } => {
+            let token = read_token(token_file.as_deref())?;
+            if !(max_megapixels.is_finite() && max_megapixels > 0.0) {
+                bail!("--max-megapixels must be a positive number");
+            }
+            mitoscope::serve::run(ServeOptions {
+                bind,
+                sam,
+                backend,
+                web,
+                token,
+                cors_origins: cors_origin,
+                max_upload_bytes: max_upload_mb.saturating_mul(1 << 20),
+                max_pixels: (max_megapixels * 1e6) as u64,
+                job_timeout: std::time::Duration::from_secs(job_timeout),
+                queue,
+            })
+        }
         Command::Coverage {
             data,
             every,
             sam,
             out,
         } => run_coverage(&data, every, sam, out, &device),
+        Command::Dataset {
+            data,
+            out,
+            every,
+            seed,
+            val_fraction,
+            sam,
+            backend,
+        } => {
+            let options = mitoscope::dataset::DatasetOptions {
+                data,
+                out,
+                every,
+                seed,
+                val_fraction,
+                sam,
+                progress: std::io::stderr().is_terminal(),
+            };
+            let summary = mitoscope::dataset::run(&options, &backend.device()?)?;
+            println!("{}", mitoscope::dataset::table(&summary.rows));
+            Ok(())
+        }
+        Command::Eval {
+            pred,
+            truth,
+            mpp,
+            threshold,
+            image,
+            split,
+            dataset,
+            out,
+        } => mitoscope::eval::run(&mitoscope::eval::EvalOptions {
+            pred,
+            truth,
+            image,
+            mpp,
+            threshold,
+            split,
+            dataset,
+            out,
+        }),
     }
+}
+
+/// The API token: from `--token-file`, else from `MITOSCOPE_TOKEN`, else none.
+fn read_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the token file {}", path.display()))?;
+        return Ok(Some(text.trim().to_owned()));
+    }
+    Ok(std::env::var("MITOSCOPE_TOKEN")
+        .ok()
+        .map(|t| t.trim().to_owned()))
 }
 
 fn run_coverage(
