@@ -540,23 +540,11 @@ impl Checkpoint {
             key: key.into(),
             reason: err.to_string(),
         })?;
-        let values = match tensor.dtype() {
-            DType::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            DType::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_ne_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_ne_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            DType::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_ne_bytes(b.try_into().expect("chunks of 8 bytes")) as f32)
-                .collect(),
+        let kind = match tensor.dtype() {
+            DType::F32 => Float::F32,
+            DType::F16 => Float::F16,
+            DType::BF16 => Float::BF16,
+            DType::F64 => Float::F64,
             other => {
                 return Err(ModelError::WrongDtype {
                     path: self.path.clone(),
@@ -565,6 +553,7 @@ impl Checkpoint {
                 });
             }
         };
+        let values = floats_to_f32(&bytes, kind);
         self.used
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -634,24 +623,11 @@ impl SafetensorsFile {
         // The offsets were checked against the file when it was opened.
         let (begin, end) = info.data_offsets;
         let bytes = &self.bytes[self.data_start + begin..self.data_start + end];
-        // safetensors stores little-endian values.
-        let values = match info.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::F64 => bytes
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8 bytes")) as f32)
-                .collect(),
+        let kind = match info.dtype {
+            Dtype::F32 => Float::F32,
+            Dtype::F16 => Float::F16,
+            Dtype::BF16 => Float::BF16,
+            Dtype::F64 => Float::F64,
             other => {
                 return Err(ModelError::WrongDtype {
                     path: self.path.clone(),
@@ -660,6 +636,7 @@ impl SafetensorsFile {
                 });
             }
         };
+        let values = floats_to_f32(bytes, kind);
         self.used
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
@@ -703,4 +680,36 @@ fn splitmix64(state: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// A floating-point type as a checkpoint stores it.
+#[derive(Debug, Clone, Copy)]
+enum Float {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+/// Little-endian values of `kind` as `f32` (PyTorch and safetensors files are both
+/// little-endian); a trailing partial value is dropped.
+fn floats_to_f32(bytes: &[u8], kind: Float) -> Vec<f32> {
+    match kind {
+        Float::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Float::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Float::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Float::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32)
+            .collect(),
+    }
 }

@@ -18,14 +18,10 @@ use mitoscope_core::matching::Point;
 use mitoscope_core::wire::WireProposal;
 use mitoscope_core::{BBox, BoxRle};
 
+mod common;
+
 fn data() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    if path.is_dir() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is missing", path.display());
-        None
-    }
+    common::shared_data("")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -4,8 +4,15 @@
 //!
 //! All the hand-written cases use 0.25 um/px, where the 7.5 um radius is 30 px.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+
+mod common;
+use common::mitoscope;
+
+/// The MIDOG files of the shared data folder, if present.
+fn midog(name: &str) -> Option<PathBuf> {
+    common::shared_data(&format!("midog_annotations/{name}"))
+}
 
 use mitoscope::eval::{EvalOptions, EvalReport, evaluate_files};
 use mitoscope_core::matching::{
@@ -47,21 +54,6 @@ b.tiff,431,400,0.9
 b.tiff,400,401,0.4
 d.tiff,10,10,0.99
 ";
-
-fn mitoscope(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
-        .args(args)
-        .output()
-        .expect("run mitoscope");
-    eprintln!(
-        "mitoscope {}: {}\n{}{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 /// A temporary folder with the given files.
 fn files(contents: &[(&str, &str)]) -> tempfile::TempDir {
@@ -352,19 +344,6 @@ fn a_pixel_size_column_wins_over_mpp() {
         table_row(&table, "site: north"),
         ["1", "0", "1", "1", "0.000", "0.000", "0.000"]
     );
-}
-
-/// The MIDOG files of the shared data folder, if present.
-fn midog(name: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/midog_annotations")
-        .join(name);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is missing", path.display());
-        None
-    }
 }
 
 #[test]

@@ -5,34 +5,15 @@
 //! about ten, so CI runs a region of it and the whole slide is an ignored test.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use mitoscope_core::export::validate_geojson;
 
-fn data(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is missing", path.display());
-        None
-    }
-}
+mod common;
+use common::mitoscope;
 
-fn mitoscope(args: &[&str]) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
-        .args(args)
-        .output()
-        .expect("run mitoscope");
-    eprintln!(
-        "mitoscope {}: {}\n{}",
-        args.join(" "),
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+fn data(relative: &str) -> Option<PathBuf> {
+    common::shared_data(relative)
 }
 
 fn stderr(output: &Output) -> String {

@@ -5,7 +5,7 @@
 //! output) so that its memory and logs are its own.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -14,17 +14,8 @@ use mitoscope_core::export::{GeometryKind, ObjectType, to_geojson, validate_geoj
 use mitoscope_core::wire::{ApiError, JobEvent, NDJSON, WireProposal};
 use reqwest::blocking::{Client, Response};
 
-fn data(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(relative);
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipped: {} is missing", path.display());
-        None
-    }
-}
+mod common;
+use common::shared_data as data;
 
 /// A running `mitoscope serve`, killed when dropped.
 struct Server {
