@@ -14,6 +14,7 @@
 //!   figures as the MIDOG challenges score them (TP, FP, FN, precision, recall, F1 per group).
 //! - [`overlay`]: mask outlines drawn over an image.
 //! - [`output`]: atomic file writes.
+//! - [`train`]: `mitoscope train --config FILE`, the classifier trained on a `dataset`.
 //! - [`serve`]: `mitoscope serve`, the self-hosted server that streams proposals to the
 //!   browser.
 //! - [`backend`]: where the networks run (`--backend cpu|wgpu|cuda`).
@@ -26,6 +27,7 @@ pub mod output;
 pub mod overlay;
 pub mod propose;
 pub mod serve;
+pub mod train;
 
 use std::path::Path;
 

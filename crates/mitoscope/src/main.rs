@@ -62,6 +62,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
+    /// Trains the classifier on a data set made by `mitoscope dataset`, from a JSON
+    /// configuration (dataset, data, out, include_padded, training); resumes from the output
+    /// folder's checkpoint.
+    Train {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where the network trains (wgpu and cuda need a build with that cargo feature).
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
     /// Runs the self-hosted server: the web app and the API that streams proposals to it.
     Serve {
         /// Address and port to listen on (0.0.0.0:8080 to open it to the network; port 0
@@ -236,6 +247,9 @@ fn run(cli: Cli) -> Result<()> {
             },
             &backend.device()?,
         ),
+        Command::Train { config, backend } => {
+            mitoscope::train::run(&config, &backend.device()?, std::io::stderr().is_terminal())
+        }
         Command::Serve {
             bind,
             sam,
