@@ -171,12 +171,22 @@ pub fn load_cases(data: &Path) -> Result<Vec<Case>> {
 
 /// Every `every`-th case of each source, starting with the first: a fixed, spread-out sample.
 pub fn sample(cases: &[Case], every: usize) -> Vec<Case> {
+    every_nth_per_source(cases, every, |c| c.source)
+}
+
+/// Every `every`-th of `items` from each source (`source` tells an item's), starting with the
+/// first of each, in their order.
+pub(crate) fn every_nth_per_source<T: Clone>(
+    items: &[T],
+    every: usize,
+    source: impl Fn(&T) -> Source,
+) -> Vec<T> {
     let every = every.max(1);
     let mut seen: BTreeMap<Source, usize> = BTreeMap::new();
-    cases
+    items
         .iter()
-        .filter(|c| {
-            let n = seen.entry(c.source).or_default();
+        .filter(|item| {
+            let n = seen.entry(source(item)).or_default();
             *n += 1;
             (*n - 1).is_multiple_of(every)
         })

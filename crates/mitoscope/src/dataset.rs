@@ -371,17 +371,7 @@ fn distance(a: Point, b: Point) -> f64 {
 
 /// Every `every`-th item of each source, starting with the first: a fixed, spread-out sample.
 pub fn sample(items: &[Item], every: usize) -> Vec<Item> {
-    let every = every.max(1);
-    let mut seen: BTreeMap<Source, usize> = BTreeMap::new();
-    items
-        .iter()
-        .filter(|item| {
-            let n = seen.entry(item.source).or_default();
-            *n += 1;
-            (*n - 1).is_multiple_of(every)
-        })
-        .cloned()
-        .collect()
+    crate::coverage::every_nth_per_source(items, every, |item| item.source)
 }
 
 // ---------------------------------------------------------------------------------------------
