@@ -312,8 +312,7 @@ impl Classifier {
             .fold(x, |x, block| block.forward(x));
 
         // Global average over the positions: [batch, 512].
-        let [batch, channels, _, _] = x.dims();
-        let x = x.mean_dim(2).mean_dim(3).reshape([batch, channels]);
+        let x = global_average_pool(x);
 
         // Head: [batch, NUM_CLASSES]. (OMG-Net's `activation` after it is `Identity`.)
         self.fc.forward(x)
@@ -479,4 +478,11 @@ fn entry<'a>(value: &'a PickleValue, key: &str) -> Option<&'a PickleValue> {
         PickleValue::Dict(dict) => dict.get(key),
         _ => None,
     }
+}
+
+/// torchvision's `avgpool` and `flatten`: `[batch, channels, height, width]` averaged over the
+/// positions to `[batch, channels]`; shared by the inference and the trainable network.
+pub(crate) fn global_average_pool(x: Tensor<4>) -> Tensor<2> {
+    let [batch, channels, _, _] = x.dims();
+    x.mean_dim(2).mean_dim(3).reshape([batch, channels])
 }

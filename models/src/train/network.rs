@@ -24,7 +24,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 
 use crate::classifier::{
-    BATCH_NORM_EPS, BLOCKS_PER_STAGE, NUM_CLASSES, STAGE_CHANNELS, STEM_CHANNELS, input_tensors,
+    BATCH_NORM_EPS, BLOCKS_PER_STAGE, NUM_CLASSES, STAGE_CHANNELS, STEM_CHANNELS,
+    global_average_pool, input_tensors,
 };
 use crate::error::Result;
 use crate::weights::Conv2dSpec;
@@ -393,8 +394,7 @@ impl TrainableClassifier {
             .fold(x, |x, block| block.forward(x));
 
         // Global average over the positions: [batch, 512].
-        let [batch, channels, _, _] = x.dims();
-        let x = x.mean_dim(2).mean_dim(3).reshape([batch, channels]);
+        let x = global_average_pool(x);
 
         // Head: [batch, NUM_CLASSES].
         self.fc.forward(x)
