@@ -22,6 +22,7 @@
 //! ```
 
 pub mod classifier;
+pub mod ensemble;
 pub mod error;
 pub mod pipeline;
 pub mod proposals;

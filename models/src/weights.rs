@@ -150,11 +150,29 @@ impl Weights {
     /// [`ModelError::Unreadable`] when the file is missing, is not a valid safetensors file, or
     /// holds no tensors.
     pub fn from_safetensors(path: &Path, model: &str, device: &Device) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|err| ModelError::Unreadable {
+            path: path.to_path_buf(),
+            reason: err.to_string(),
+        })?;
+        Self::from_safetensors_bytes(bytes, path, model, device)
+    }
+
+    /// Reads safetensors `bytes` already in memory (an embedded file, a download in the
+    /// browser) as [`Weights::from_safetensors`]; `path` names them in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`Weights::from_safetensors`].
+    pub fn from_safetensors_bytes(
+        bytes: Vec<u8>,
+        path: &Path,
+        model: &str,
+        device: &Device,
+    ) -> Result<Self> {
         let unreadable = |reason: String| ModelError::Unreadable {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|err| unreadable(err.to_string()))?;
         // `deserialize` checks the header against the data (offsets, sizes, overlaps).
         safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|err| unreadable(format!("not a valid safetensors file: {err}")))?;

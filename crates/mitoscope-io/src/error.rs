@@ -100,6 +100,15 @@ pub enum ReadError {
         height: u32,
     },
 
+    /// A whole-slide image that OpenSlide cannot open or read (see the `slide` module).
+    #[error("cannot read the slide `{}`: {detail}", path.display())]
+    Slide {
+        /// The slide file.
+        path: PathBuf,
+        /// What went wrong and what to do, OpenSlide's own words included.
+        detail: String,
+    },
+
     /// The decoded image fits the limits but not into the memory available.
     #[error(
         "not enough memory for the decoded image ({bytes} bytes); close other programs, or \

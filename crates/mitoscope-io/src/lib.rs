@@ -56,6 +56,10 @@
 //! # }
 //! ```
 //!
+//! **Whole-slide images** (cargo feature `openslide`, off by default): the `slide` module reads
+//! Aperio SVS, generic tiled TIFF and the other formats of the system's OpenSlide tile by tile,
+//! with the pixel size from the slide, so that a slide larger than memory can be analysed.
+//!
 //! Run the tests with `cargo test -p mitoscope-io` (the tests on real slides read
 //! `../shared/data` beside the repository and skip with a note when it is missing); check the
 //! browser build with `cargo build -p mitoscope-io --target wasm32-unknown-unknown`.
@@ -68,6 +72,8 @@ mod mpp;
 mod pixels;
 mod png_chunks;
 mod raster;
+#[cfg(feature = "openslide")]
+pub mod slide;
 mod tiff_file;
 mod tiff_precheck;
 

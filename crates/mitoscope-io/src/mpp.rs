@@ -36,6 +36,9 @@ pub enum MppSource {
     TiffResolution,
     /// The PNG `pHYs` chunk in pixels per metre.
     PngPhys,
+    /// OpenSlide's `openslide.mpp-x` / `openslide.mpp-y` properties of a whole-slide image
+    /// (which OpenSlide takes from the vendor's metadata).
+    OpenSlideProperties,
 }
 
 /// A pixel size with its source.
@@ -92,6 +95,20 @@ pub(crate) fn from_resolution(x: f64, y: Option<f64>, unit: ResolutionUnit) -> O
     plausible(mpp_x)
 }
 
+/// The pixel size given in micrometres per pixel for each axis, if the pixels are square and
+/// the size is plausible. A missing vertical size counts as equal to the horizontal one.
+#[cfg_attr(not(feature = "openslide"), allow(dead_code))]
+pub(crate) fn from_microns(x: f64, y: Option<f64>) -> Option<f64> {
+    let y = y.unwrap_or(x);
+    if !(x.is_finite() && y.is_finite() && x > 0.0 && y > 0.0) {
+        return None;
+    }
+    if (x - y).abs() > SQUARE_TOLERANCE * x.max(y) {
+        return None;
+    }
+    plausible(x)
+}
+
 /// The `MPP` field of an Aperio `ImageDescription`, e.g.
 /// `Aperio Image Library v10.0.51\r\n46920x33014 ... |AppMag = 20|MPP = 0.4990|...`.
 pub(crate) fn from_aperio_description(description: &str) -> Option<f64> {
@@ -125,6 +142,16 @@ mod tests {
             from_resolution(4e6, Some(4e6), ResolutionUnit::Metre),
             Some(0.25)
         );
+    }
+
+    #[test]
+    fn microns_per_pixel_need_square_plausible_pixels() {
+        assert_eq!(from_microns(0.499, Some(0.499)), Some(0.499));
+        assert_eq!(from_microns(0.25, None), Some(0.25));
+        assert_eq!(from_microns(0.25, Some(0.5)), None);
+        assert_eq!(from_microns(0.0, None), None);
+        assert_eq!(from_microns(f64::NAN, Some(0.25)), None);
+        assert_eq!(from_microns(353.0, None), None);
     }
 
     #[test]

@@ -10,6 +10,9 @@
 //!   (the measurement behind the default prompt settings).
 //! - [`dataset`]: `mitoscope dataset`: the classifier's training data from `../shared/data`,
 //!   proposals labelled against the annotations, split by slide or case.
+//! - [`detect`]: `mitoscope detect PATH... --out DIR`: the whole pipeline over images, folders
+//!   and whole slides: mitotic figures as GeoJSON, CSV and overlay, counts, densities and the
+//!   hotspot per input.
 //! - [`eval`]: `mitoscope eval --pred FILE --truth FILE`: detections scored against annotated
 //!   figures as the MIDOG challenges score them (TP, FP, FN, precision, recall, F1 per group).
 //! - [`overlay`]: mask outlines drawn over an image.
@@ -22,17 +25,20 @@
 pub mod backend;
 pub mod coverage;
 pub mod dataset;
+pub mod detect;
 pub mod eval;
 pub mod output;
 pub mod overlay;
 pub mod propose;
+pub mod report;
 pub mod serve;
 pub mod train;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
+use mitoscope_models::ensemble::Ensemble;
 use mitoscope_models::proposals::{MAX_MICRONS_PER_PIXEL, MIN_MICRONS_PER_PIXEL};
 use mitoscope_models::sam::Sam;
 
@@ -54,6 +60,27 @@ pub fn load_sam(checkpoint: Option<&Path>, device: &Device) -> Result<Sam> {
         }),
         None => Sam::embedded(device).context("the embedded LiteMedSAM weights"),
     }
+}
+
+/// Loads the classifier: the checkpoints of `paths` averaged as an ensemble, or the embedded
+/// default when there are none.
+///
+/// # Errors
+///
+/// A checkpoint cannot be read or is not a classifier (the message says what `--classifier`
+/// takes and where a SAM checkpoint goes).
+pub fn load_classifier(paths: &[PathBuf], device: &Device) -> Result<Ensemble> {
+    if paths.is_empty() {
+        return Ensemble::embedded(device).context(
+            "cannot load the embedded default classifier: give one or more classifier \
+             checkpoints with --classifier FILE",
+        );
+    }
+    Ensemble::load(paths, device).context(
+        "--classifier takes classifier checkpoints (OMG-Net's Lightning .ckpt, a torchvision \
+         resnet18 state dict with a 2-class head, or a .safetensors file from `mitoscope \
+         train`); a Segment Anything checkpoint goes to --sam",
+    )
 }
 
 /// The pixel size to use: the file's own where it states one, otherwise `flag` (`--mpp`).

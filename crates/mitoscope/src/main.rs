@@ -62,6 +62,13 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
+    /// Finds the mitotic figures of images, folders and whole slides, and counts them.
+    ///
+    /// Per input, in its own folder in --out: the figures as GeoJSON (QuPath detections) and
+    /// CSV, an overlay PNG, and summary.json (count, analysed area, mitoses per mm^2, per 10 HPF
+    /// and per 2 mm^2, hotspot). DIR/summary.csv has one row per input. Complete inputs are
+    /// skipped on a rerun (--force redoes them); see docs/detect.md.
+    Detect(mitoscope::detect::DetectArgs),
     /// Trains the classifier on a data set made by `mitoscope dataset`, from a JSON
     /// configuration (dataset, data, out, include_padded, training); resumes from the output
     /// folder's checkpoint.
@@ -70,6 +77,35 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
         /// Where the network trains (wgpu and cuda need a build with that cargo feature).
+        #[arg(long, value_enum, default_value_t = Backend::Cpu)]
+        backend: Backend,
+    },
+    /// Scores a classifier (or an ensemble) on the images of a data set made by `mitoscope
+    /// dataset`: TP, FP, FN, precision, recall and F1 per source, and the look-alikes called
+    /// mitotic, at a threshold and over a sweep of thresholds.
+    Report {
+        /// The folder `mitoscope dataset` wrote.
+        #[arg(long, value_name = "DIR")]
+        dataset: PathBuf,
+        /// The data folder the data set's image paths are relative to.
+        #[arg(long, value_name = "DIR", default_value = "../shared/data")]
+        data: PathBuf,
+        /// Classifier checkpoints, averaged as an ensemble (default: the embedded classifier).
+        #[arg(long, value_name = "CHECKPOINT", num_args = 1..)]
+        classifier: Vec<PathBuf>,
+        /// Which images: the validation split, the training split, or all.
+        #[arg(long, value_enum, default_value_t = mitoscope::report::SplitChoice::Val)]
+        split: mitoscope::report::SplitChoice,
+        /// A detection's probability must be strictly above this.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f64,
+        /// Leaves out the proposals whose 64 px crop leaves the image (zero-padded crops).
+        #[arg(long)]
+        skip_border: bool,
+        /// Writes the report as JSON here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Where the classifier runs (wgpu and cuda need a build with that cargo feature).
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
     },
@@ -247,8 +283,31 @@ fn run(cli: Cli) -> Result<()> {
             },
             &backend.device()?,
         ),
+        Command::Detect(args) => mitoscope::detect::run_cli(&args, std::io::stderr().is_terminal()),
         Command::Train { config, backend } => {
             mitoscope::train::run(&config, &backend.device()?, std::io::stderr().is_terminal())
+        }
+        Command::Report {
+            dataset,
+            data,
+            classifier,
+            split,
+            threshold,
+            skip_border,
+            out,
+            backend,
+        } => {
+            let options = mitoscope::report::ReportOptions {
+                dataset,
+                data,
+                classifiers: classifier,
+                split,
+                threshold,
+                skip_border,
+                out,
+                progress: std::io::stderr().is_terminal(),
+            };
+            mitoscope::report::run(&options, &backend.device()?).map(|_| ())
         }
         Command::Serve {
             bind,
