@@ -56,7 +56,7 @@ enum Command {
         overlay: Option<PathBuf>,
         /// Analyse only this rectangle of the image, in full-resolution pixels; the outputs keep
         /// the whole image's coordinates.
-        #[arg(long, value_name = "X,Y,WIDTH,HEIGHT", value_parser = parse_region)]
+        #[arg(long, value_name = "X,Y,WIDTH,HEIGHT", value_parser = mitoscope::detect::parse_region)]
         region: Option<[u32; 4]>,
         /// Where the model runs (wgpu and cuda need a build with that cargo feature).
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
@@ -226,17 +226,6 @@ enum Command {
         #[arg(long, value_name = "FILE.json")]
         out: Option<PathBuf>,
     },
-}
-
-/// Parses `X,Y,WIDTH,HEIGHT`.
-fn parse_region(text: &str) -> Result<[u32; 4], String> {
-    let values: Vec<u32> = text
-        .split(',')
-        .map(|v| v.trim().parse::<u32>())
-        .collect::<Result<_, _>>()
-        .map_err(|_| format!("{text:?} is not X,Y,WIDTH,HEIGHT in whole pixels"))?;
-    <[u32; 4]>::try_from(values)
-        .map_err(|_| format!("{text:?} is not X,Y,WIDTH,HEIGHT (four numbers)"))
 }
 
 fn main() -> ExitCode {

@@ -12,11 +12,22 @@ use anyhow::{Context, Result};
 ///
 /// The folder does not exist or cannot be written (the message names the path).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_prefixed(path, bytes, ".tmp")
+}
+
+/// [`write_atomic`] with the temporary file's name starting with `prefix`, so that a later run
+/// can recognise and remove what an interrupted one left.
+///
+/// # Errors
+///
+/// As [`write_atomic`].
+pub fn write_atomic_prefixed(path: &Path, bytes: &[u8], prefix: &str) -> Result<()> {
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
     // A temporary file is private (0600); a result is an ordinary file (0644, less the umask).
     #[cfg(unix)]
     {

@@ -96,8 +96,12 @@ pub struct DetectArgs {
     pub backend: Backend,
 }
 
-/// Parses `X,Y,WIDTH,HEIGHT`.
-fn parse_region(text: &str) -> Result<[u32; 4], String> {
+/// Parses `X,Y,WIDTH,HEIGHT` (`--region`).
+///
+/// # Errors
+///
+/// The text is not four whole numbers separated by commas.
+pub fn parse_region(text: &str) -> Result<[u32; 4], String> {
     let values: Vec<u32> = text
         .split(',')
         .map(|v| v.trim().parse::<u32>())

@@ -15,7 +15,6 @@
 //! interrupted run left.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -197,23 +196,7 @@ pub fn check_writable(folder: &Path) -> Result<()> {
 ///
 /// The file cannot be written (the message names it).
 pub fn write_atomic(folder: &Path, name: &str, bytes: &[u8]) -> Result<OutputFile> {
-    let path = folder.join(name);
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(PARTIAL_PREFIX);
-    // A temporary file is private (0600); a result is an ordinary file (0644, less the umask).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut file = builder
-        .tempfile_in(folder)
-        .with_context(|| format!("cannot write in {}", folder.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.as_file().sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.persist(&path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    crate::output::write_atomic_prefixed(&folder.join(name), bytes, PARTIAL_PREFIX)?;
     Ok(OutputFile {
         file: name.to_owned(),
         bytes: bytes.len() as u64,
