@@ -154,6 +154,53 @@ impl Label {
     }
 }
 
+/// Reads the image records of a data set that [`run`] wrote (`DATASET/proposals.jsonl`).
+///
+/// # Errors
+///
+/// A missing file (the message says how to make it) or a line that is not a record.
+pub fn read_records(dataset: &Path) -> Result<Vec<ImageRecord>> {
+    let path = dataset.join("proposals.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "cannot read {}: make the data set first with `mitoscope dataset --out {}`",
+            path.display(),
+            dataset.display()
+        )
+    })?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, line)| {
+            serde_json::from_str(line).with_context(|| {
+                format!("{} line {} is not an image record", path.display(), n + 1)
+            })
+        })
+        .collect()
+}
+
+/// Reads a record's image from the data folder `data`, checking that it is the image the data
+/// set was made from (its size).
+///
+/// # Errors
+///
+/// The image cannot be read, or its size is not the record's.
+pub fn read_record_image(data: &Path, record: &ImageRecord) -> Result<mitoscope_io::LoadedImage> {
+    let image = read_image(&data.join(&record.file))?;
+    if (image.width, image.height) != (record.width, record.height) {
+        bail!(
+            "{} is {} x {} px but the data set says {} x {}: is --data the folder the data set \
+             was made from?",
+            record.file,
+            image.width,
+            image.height,
+            record.width,
+            record.height
+        );
+    }
+    Ok(image)
+}
+
 /// One annotated image of the data folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {

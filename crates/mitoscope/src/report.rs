@@ -243,29 +243,15 @@ pub fn run(options: &ReportOptions, device: &Device) -> Result<Report> {
         bail!("--threshold must be a probability in [0, 1)");
     }
     let ensemble = crate::load_classifier(&options.classifiers, device)?;
-    let path = options.dataset.join("proposals.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {}: run `mitoscope dataset --out {}` first",
-            path.display(),
-            options.dataset.display()
-        )
-    })?;
-    let records = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(n, line)| {
-            serde_json::from_str::<ImageRecord>(line).with_context(|| {
-                format!("{} line {} is not an image record", path.display(), n + 1)
-            })
-        })
-        .collect::<Result<Vec<_>>>()?
+    let records: Vec<ImageRecord> = crate::dataset::read_records(&options.dataset)?
         .into_iter()
         .filter(|r| options.split.covers(r.split))
-        .collect::<Vec<_>>();
+        .collect();
     if records.is_empty() {
-        bail!("{} has no image on that side of the split", path.display());
+        bail!(
+            "{} has no image on that side of the split",
+            options.dataset.display()
+        );
     }
     let bar = if options.progress {
         ProgressBar::new(records.len() as u64)
@@ -279,18 +265,7 @@ pub fn run(options: &ReportOptions, device: &Device) -> Result<Report> {
     let mut scored = Vec::with_capacity(records.len());
     let mut proposals = 0u64;
     for record in records {
-        let image = crate::propose::read_image(&options.data.join(&record.file))?;
-        if (image.width, image.height) != (record.width, record.height) {
-            bail!(
-                "{} is {} x {} px but the data set says {} x {}: is --data the folder the data \
-                 set was made from?",
-                record.file,
-                image.width,
-                image.height,
-                record.width,
-                record.height
-            );
-        }
+        let image = crate::dataset::read_record_image(&options.data, &record)?;
         let mut crops = Vec::with_capacity(record.proposals.len());
         let mut points = Vec::with_capacity(record.proposals.len());
         for p in &record.proposals {

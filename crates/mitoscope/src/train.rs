@@ -39,7 +39,7 @@ use mitoscope_core::matching::Counts;
 use mitoscope_models::train::{ExportDtype, LabelledCrop, TrainConfig, Trainer};
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{ImageRecord, Split};
+use crate::dataset::Split;
 use crate::output::write_atomic;
 
 /// The name of the trained weights in the output folder.
@@ -112,34 +112,9 @@ pub struct Examples {
 /// A missing or damaged `proposals.jsonl`, an image that cannot be read or does not match its
 /// record.
 pub fn load_examples(file: &TrainFile) -> Result<(Examples, Examples)> {
-    let path = file.dataset.join("proposals.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "cannot read {}: make the data set first with `mitoscope dataset --out {}`",
-            path.display(),
-            file.dataset.display()
-        )
-    })?;
     let (mut train, mut val) = (Examples::default(), Examples::default());
-    for (n, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let record: ImageRecord = serde_json::from_str(line)
-            .with_context(|| format!("{} line {} is not an image record", path.display(), n + 1))?;
-        let image = crate::propose::read_image(&file.data.join(&record.file))?;
-        if (image.width, image.height) != (record.width, record.height) {
-            bail!(
-                "{} is {} x {} px but the data set says {} x {}: is --data the folder the data \
-                 set was made from?",
-                record.file,
-                image.width,
-                image.height,
-                record.width,
-                record.height
-            );
-        }
+    for record in crate::dataset::read_records(&file.dataset)? {
+        let image = crate::dataset::read_record_image(&file.data, &record)?;
         let side = match record.split {
             Split::Train => &mut train,
             Split::Val => &mut val,
