@@ -163,8 +163,9 @@ fn results(folder: &Path, stem: &str, points: bool) -> Results {
     assert!((per_2 - 2.0 * per_mm2).abs() < 1e-9 * per_2.max(1.0));
     assert_eq!(summary["settings"]["threshold"], THRESHOLD);
 
-    // The hotspot: the most figures any circle of its area holds (brute force over the circles
-    // through two figures and those centred on one), and that many at its centre.
+    // The hotspot: the most figures any circle of its area holds, recomputed from the CSV (the
+    // search itself is checked against a brute force in `detect::hotspot`'s unit tests), and
+    // that many at its centre.
     let centres_um: Vec<[f64; 2]> = rows.iter().map(|r| [r[0] * mpp, r[1] * mpp]).collect();
     if count == 0 {
         assert!(summary["hotspot"].is_null());
@@ -177,7 +178,10 @@ fn results(folder: &Path, stem: &str, points: bool) -> Results {
         let centre = [c[0].as_f64().unwrap() * mpp, c[1].as_f64().unwrap() * mpp];
         let n = h["count"].as_u64().unwrap() as usize;
         assert_eq!(within(&centres_um, centre, radius_um), n);
-        assert_eq!(n, most_in_a_circle(&centres_um, radius_um));
+        let most = mitoscope::detect::hotspot::densest_circle(&centres_um, radius_um)
+            .expect("figures give a hotspot")
+            .count;
+        assert_eq!(n, most);
     }
 
     // The overlay.
@@ -197,31 +201,6 @@ fn within(points: &[[f64; 2]], centre: [f64; 2], radius: f64) -> usize {
         .iter()
         .filter(|p| (p[0] - centre[0]).hypot(p[1] - centre[1]) <= reach)
         .count()
-}
-
-/// The most points a circle of `radius` holds, by brute force.
-fn most_in_a_circle(points: &[[f64; 2]], radius: f64) -> usize {
-    let mut best = 0;
-    for (i, &a) in points.iter().enumerate() {
-        best = best.max(within(points, a, radius));
-        for &b in &points[i + 1..] {
-            let d = (a[0] - b[0]).hypot(a[1] - b[1]);
-            if d == 0.0 || d > 2.0 * radius {
-                continue;
-            }
-            let mid = [(a[0] + b[0]) / 2.0, (a[1] + b[1]) / 2.0];
-            let h = (radius * radius - d * d / 4.0).max(0.0).sqrt();
-            let (ux, uy) = ((b[1] - a[1]) / d, (a[0] - b[0]) / d);
-            for s in [-1.0, 1.0] {
-                best = best.max(within(
-                    points,
-                    [mid[0] + s * h * ux, mid[1] + s * h * uy],
-                    radius,
-                ));
-            }
-        }
-    }
-    best
 }
 
 /// The rows of `summary.csv` as maps from column to cell.
