@@ -13,14 +13,16 @@
 //! step from uint8 crops to probabilities; "forward" the network alone on prepared tensors.
 //! Each figure is the minimum (and median) over the timed runs after one warm-up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
 
 use burn::prelude::*;
 use mitoscope_core::Crop;
 use mitoscope_models::classifier::Classifier;
 use mitoscope_models::ensemble::Ensemble;
+use support::{repo, time};
+
+mod support;
 
 // As the other benchmarks: mimalloc reuses burn's many short-lived buffers.
 #[global_allocator]
@@ -35,10 +37,6 @@ struct Args {
     python: PathBuf,
     crops: usize,
     repeats: usize,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn parse_args() -> Args {
@@ -59,20 +57,6 @@ fn parse_args() -> Args {
         }
     }
     args
-}
-
-/// Minimum and median of `repeats` timed runs of `run`, after one warm-up.
-fn time(repeats: usize, mut run: impl FnMut()) -> [f64; 2] {
-    run();
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    [times[0], times[times.len() / 2]]
 }
 
 /// The fixture's crops, repeated to `count`.
@@ -126,14 +110,14 @@ fn main() {
     let checkpoint = repo().join("tests/fixtures/classifier/classifier.ckpt");
     let classifier = Classifier::load(&checkpoint, &device).expect("the fixture classifier");
     let crops = crops(args.crops);
-    let classify = time(args.repeats, || {
+    let classify = time(args.repeats, true, || {
         classifier.classify(&crops).expect("classify");
     });
     let batches: Vec<_> = crops
         .chunks(BATCH)
         .map(|batch| classifier.input(batch).expect("input"))
         .collect();
-    let forward = time(args.repeats, || {
+    let forward = time(args.repeats, true, || {
         for (rgb, mask) in &batches {
             let _ = classifier
                 .forward(rgb.clone(), mask.clone())
@@ -146,7 +130,7 @@ fn main() {
         .map(|_| Classifier::load(&checkpoint, &device).expect("the fixture classifier"))
         .collect();
     let ensemble = Ensemble::from_members(members).expect("five members");
-    let ensemble_time = time(1, || {
+    let ensemble_time = time(1, true, || {
         ensemble.classify(&crops).expect("classify");
     });
 

@@ -14,7 +14,7 @@
 //! with white to 1024 px where a tile needs it. Each case runs once per side, in its own
 //! process, so that the peak memory is the case's own; weights load outside the timed part.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
@@ -22,6 +22,9 @@ use burn::prelude::*;
 use mitoscope_core::ProposalSettings;
 use mitoscope_models::pipeline::propose_image;
 use mitoscope_models::sam::{RgbImage, Sam};
+use support::{peak_rss_mb, repo};
+
+mod support;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -29,28 +32,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Pixel size of the field.
 const MPP: f64 = 0.25;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn image_path() -> PathBuf {
     repo().join("../shared/data/he_samples_from_packages/tiatoolbox_target_image.png")
 }
 
 fn vit_b() -> PathBuf {
     repo().join("target/bench-weights/sam_vit_b_random.pth")
-}
-
-/// Peak resident memory of this process in MB (`VmHWM`), 0 where /proc is missing.
-fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// Runs one case in this process and prints its JSON line.
@@ -92,7 +79,7 @@ fn run_case(case: &str) {
         serde_json::json!({
             "case": case,
             "seconds": seconds,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": peak_rss_mb().unwrap_or(0.0),
             "proposals": result.counts.after_nms,
             "tiles": result.tiles_analysed,
         })

@@ -14,12 +14,14 @@
 //! for LiteMedSAM), multimask. Each figure is the minimum over the timed runs after one warm-up
 //! (ViT-H: one run, no warm-up, as the reference).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::Instant;
 
 use burn::prelude::*;
 use mitoscope_models::sam::{ImageEmbedding, Prompt, RgbImage, Sam};
+use support::{peak_rss_mb, repo, time};
+
+mod support;
 
 // burn allocates a fresh buffer for nearly every operation: mimalloc reuses them where the system
 // allocator returns large ones to the kernel and faults them in again (measured: ViT-B encoder
@@ -38,10 +40,6 @@ struct Args {
     python: PathBuf,
     repeats: usize,
     skip_vit_h: bool,
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 fn parse_args() -> Args {
@@ -69,22 +67,6 @@ fn parse_args() -> Args {
     args
 }
 
-/// Minimum and median of `repeats` timed runs of `run`, after one warm-up when asked.
-fn time(repeats: usize, warmup: bool, mut run: impl FnMut()) -> [f64; 2] {
-    if warmup {
-        run();
-    }
-    let mut times: Vec<f64> = (0..repeats.max(1))
-        .map(|_| {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    [times[0], times[times.len() / 2]]
-}
-
 /// Waits for a tensor's values (a cheap read-back).
 fn sync<const D: usize>(x: Tensor<D>) {
     let _ = x.sum().into_scalar::<f32>();
@@ -109,15 +91,6 @@ fn to_image(embedding: &ImageEmbedding, [x, y]: [f32; 2]) -> [f32; 2] {
     let [oh, ow] = embedding.original_size;
     let [ih, iw] = embedding.input_size;
     [x * ow as f32 / iw as f32, y * oh as f32 / ih as f32]
-}
-
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 fn main() {
@@ -259,6 +232,6 @@ fn main() {
     println!(
         "\npeak RSS: PyTorch {} MB, Mitoscope {:.0} MB",
         reference["peak_rss_mb"],
-        peak_rss_mb()
+        peak_rss_mb().unwrap_or(f64::NAN)
     );
 }
