@@ -189,6 +189,72 @@ impl Classifier {
         Self::build(&weights, mask_input)
     }
 
+    /// The classifier file at `path`, as [`Classifier::load`] reads it, as the bytes of a
+    /// safetensors file that [`Classifier::from_weights`] (and so
+    /// [`crate::ensemble::Ensemble::from_safetensors`]) builds into the same network: how the
+    /// server hands a hospital's checkpoint to the browser, which reads no pickle.
+    ///
+    /// A safetensors file comes back as it is, after a check that it loads. A PyTorch checkpoint
+    /// is written with the tensors the network reads, in `f32`, under the same keys; one trained
+    /// with `Mask_Input = false` gets a mask encoder of zeros, which adds nothing, so the
+    /// network computes what the checkpoint's does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Classifier::load`], and [`ModelError::Io`] when the bytes cannot be written.
+    pub fn portable(path: &Path) -> Result<Vec<u8>> {
+        let device = Device::flex();
+        if crate::weights::is_safetensors(path) {
+            let bytes = std::fs::read(path).map_err(|err| ModelError::Unreadable {
+                path: path.to_path_buf(),
+                reason: err.to_string(),
+            })?;
+            let weights = Weights::from_safetensors_bytes(bytes.clone(), path, MODEL, &device)?;
+            Self::build(&weights, true)?;
+            return Ok(bytes);
+        }
+        let (weights, recorder) = Weights::from_checkpoint(path, MODEL, &device)?.recording();
+        let mask_input = mask_input_of(path)?;
+        let network = Self::build(&weights, mask_input)?;
+        let mut tensors =
+            std::mem::take(&mut *recorder.lock().unwrap_or_else(|poison| poison.into_inner()));
+        if !network.uses_mask() && weights.contains("backbone.conv1.weight") {
+            let zeros = |shape: Vec<usize>| {
+                let values = vec![0.0; shape.iter().product()];
+                (shape, values)
+            };
+            let (shape, values) = zeros(vec![STEM_CHANNELS, 1, 7, 7]);
+            tensors.push(("mask_encoder.weight".into(), shape, values));
+            let (shape, values) = zeros(vec![STEM_CHANNELS]);
+            tensors.push(("mask_encoder.bias".into(), shape, values));
+        }
+        // One entry per key, whatever the network read twice.
+        let tensors: std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> = tensors
+            .into_iter()
+            .map(|(key, shape, values)| (key, (shape, values)))
+            .collect();
+        let encoded: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+            .into_iter()
+            .map(|(key, (shape, values))| {
+                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (key, shape, bytes)
+            })
+            .collect();
+        let io = |err: safetensors::SafeTensorError| ModelError::Io {
+            context: format!("cannot convert {} to safetensors", path.display()),
+            source: std::io::Error::other(err.to_string()),
+        };
+        let views = encoded
+            .iter()
+            .map(|(key, shape, bytes)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map(|view| (key.as_str(), view))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(io)?;
+        safetensors::serialize(views, None).map_err(io)
+    }
+
     /// Builds the classifier from `weights` positioned at the checkpoint's root, recognising
     /// the layout from the keys: OMG-Net's (`backbone.conv1.weight`) or torchvision's
     /// (`conv1.weight`).

@@ -59,7 +59,12 @@ pub struct Weights {
     prefix: String,
     model: Arc<str>,
     device: Device,
+    /// Every tensor read, when recording ([`Weights::recording`]).
+    recorder: Option<Arc<Mutex<Vec<Recorded>>>>,
 }
+
+/// A tensor as a network read it: its full key, shape and values.
+pub(crate) type Recorded = (String, Vec<usize>, Vec<f32>);
 
 /// Prefixes under which training frameworks nest a model's `state_dict`: the weights are
 /// looked up under them when the plain key is absent.
@@ -138,6 +143,7 @@ impl Weights {
             prefix: String::new(),
             model: model.into(),
             device: device.clone(),
+            recorder: None,
         })
     }
 
@@ -199,6 +205,7 @@ impl Weights {
             prefix: String::new(),
             model: model.into(),
             device: device.clone(),
+            recorder: None,
         })
     }
 
@@ -224,7 +231,19 @@ impl Weights {
             prefix: String::new(),
             model: model.into(),
             device: device.clone(),
+            recorder: None,
         }
+    }
+
+    /// These weights, keeping from now on a copy of every tensor read through them or their
+    /// views ([`Weights::at`]), to write out exactly what a network used.
+    pub(crate) fn recording(self) -> (Self, Arc<Mutex<Vec<Recorded>>>) {
+        let recorder = Arc::new(Mutex::new(Vec::new()));
+        let weights = Self {
+            recorder: Some(recorder.clone()),
+            ..self
+        };
+        (weights, recorder)
     }
 
     /// The weights under `name` (`blocks`, then `3`, gives `blocks.3.`).
@@ -308,6 +327,12 @@ impl Weights {
             Source::Safetensors(file) => file.read(&key, &shape, &self.model)?,
             Source::Random { seed } => random_values(*seed, &key, &shape),
         };
+        if let Some(recorder) = &self.recorder {
+            recorder
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner())
+                .push((key, shape.to_vec(), values.clone()));
+        }
         Ok(Tensor::from_data(
             TensorData::new(values, shape),
             &self.device,

@@ -130,6 +130,51 @@ fn logits_match_the_reference() {
 }
 
 #[test]
+fn the_portable_copy_for_the_browser_computes_the_same_logits() {
+    // What the server hands the browser for a Lightning checkpoint: a safetensors file of the
+    // tensors the network reads. Built into a network, it gives the checkpoint's logits bit for
+    // bit, and the reference's within the tolerance.
+    let device = Device::flex();
+    let path = fixture_file("classifier.ckpt");
+    let bytes = Classifier::portable(&path).expect("a portable copy");
+    let weights =
+        Weights::from_safetensors_bytes(bytes, Path::new("portable"), "classifier", &device)
+            .unwrap();
+    let copy = Classifier::from_weights(&weights).expect("the copy builds");
+    assert!(copy.uses_mask());
+    assert!(
+        weights.unused_keys().is_empty(),
+        "{:?}",
+        weights.unused_keys()
+    );
+    let original = Classifier::load(&path, &device).unwrap();
+    let fixture = Fixture::open("classifier");
+    let crops = crops(&fixture);
+    let logits = |network: &Classifier| {
+        let (rgb, mask) = network.input(&crops).unwrap();
+        values(network.forward(rgb, mask))
+    };
+    let ours = logits(&copy);
+    assert_eq!(ours, logits(&original));
+    assert_within(
+        "logits of the portable copy",
+        &ours,
+        &fixture.values("logits"),
+        LOGIT_TOLERANCE,
+    );
+
+    // A safetensors file is handed over as it is; a file of another kind is refused.
+    let shipped =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("weights/classifier_seed0.safetensors");
+    assert_eq!(
+        Classifier::portable(&shipped).unwrap(),
+        std::fs::read(&shipped).unwrap()
+    );
+    let err = Classifier::portable(&fixture_file("four_channel.ckpt")).unwrap_err();
+    assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
+}
+
+#[test]
 fn the_mask_changes_the_logits() {
     // Guards the parity test: the fixture's mask moves the logits far beyond the tolerance, so
     // a mask added at the wrong place, or not at all, cannot pass it.

@@ -751,6 +751,77 @@ pub trait CsvRecord {
     fn cells(&self) -> Vec<CsvValue>;
 }
 
+/// A classified object as `mitoscope detect` and the web app export it: its mask (box in
+/// full-resolution pixels) and the classifier's probability of a mitotic figure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// The object's mask.
+    pub mask: BoxRle,
+    /// The classifier's probability of a mitotic figure.
+    pub probability: f32,
+}
+
+/// The detections as a GeoJSON `FeatureCollection` of QuPath detections classified
+/// [`MITOTIC_FIGURE`], numbered in the given order, with `probability` and `area_um2` as
+/// measurements, as one line of text: the file `mitoscope detect` writes and the web app exports.
+///
+/// # Errors
+///
+/// As [`to_geojson`].
+pub fn detections_geojson(
+    detections: &[Detection],
+    microns_per_pixel: f64,
+    geometry: GeometryKind,
+) -> Result<String> {
+    let objects: Vec<ExportObject> = detections
+        .iter()
+        .enumerate()
+        .map(|(id, d)| ExportObject {
+            id: id as u64,
+            mask: d.mask.clone(),
+            classification: Some(MITOTIC_FIGURE.to_owned()),
+            measurements: vec![
+                ("probability".to_owned(), f64::from(d.probability)),
+                ("area_um2".to_owned(), area_um2(&d.mask, microns_per_pixel)),
+            ],
+        })
+        .collect();
+    let value = to_geojson(&objects, geometry, ObjectType::Detection)?;
+    Ok(
+        serde_json::to_string(&value).map_err(|_| Error::InvalidSetting {
+            name: "GeoJSON",
+            reason: "the collection could not be written as JSON",
+        })? + "\n",
+    )
+}
+
+/// The detections as CSV, `x,y,probability,area_um2` with box centres ([`box_centre`]) in
+/// full-resolution pixels: the table `mitoscope detect` writes and the web app exports.
+///
+/// # Errors
+///
+/// As [`to_csv`].
+pub fn detections_csv(detections: &[Detection], microns_per_pixel: f64) -> Result<String> {
+    let rows: Vec<DetectionRow> = detections
+        .iter()
+        .map(|d| {
+            let [x, y] = box_centre(&d.mask.bbox);
+            DetectionRow {
+                x,
+                y,
+                probability: f64::from(d.probability),
+                area_um2: area_um2(&d.mask, microns_per_pixel),
+            }
+        })
+        .collect();
+    to_csv(&rows)
+}
+
+/// A mask's area in square micrometres.
+fn area_um2(mask: &BoxRle, microns_per_pixel: f64) -> f64 {
+    mask.area() as f64 * microns_per_pixel * microns_per_pixel
+}
+
 /// A detection for `mitoscope detect`'s CSV: `x,y,probability,area_um2`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetectionRow {

@@ -195,6 +195,34 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// `GET /api/v1/classifier`: the classifier ensemble the server's clients run, as content-addressed
+/// safetensors files.
+///
+/// Each member's `url` names its bytes (`/api/v1/classifier/{index}-{sha256 prefix}.safetensors`),
+/// so a client may cache the file for good: another classifier gets another URL. The manifest
+/// itself must be fetched fresh (`Cache-Control: no-cache`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierManifest {
+    /// The members, averaged as an ensemble, in order.
+    pub members: Vec<ClassifierFile>,
+    /// The probability above which a proposal counts as a mitotic figure, unless the user
+    /// chooses another.
+    pub default_threshold: f64,
+}
+
+/// One member of a [`ClassifierManifest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassifierFile {
+    /// Where the network came from, for display (a file name, or the embedded default's name).
+    pub name: String,
+    /// The path of its safetensors bytes on the server (absolute path, same origin as the API).
+    pub url: String,
+    /// Their length in bytes.
+    pub bytes: u64,
+    /// Their SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,10 +69,15 @@ mod format;
 mod jpeg_markers;
 mod limits;
 mod mpp;
+mod overview;
 mod pixels;
 mod png_chunks;
 mod raster;
 #[cfg(feature = "openslide")]
+pub mod slide;
+/// Whole-slide images: this build has no OpenSlide, and refuses them with a message.
+#[cfg(not(feature = "openslide"))]
+#[path = "slide_unavailable.rs"]
 pub mod slide;
 mod tiff_file;
 mod tiff_precheck;

@@ -21,6 +21,7 @@ use openslide_rs::{Address, OpenSlide, Region, Size};
 
 use crate::ReadError;
 use crate::mpp::{self, MppSource};
+pub use crate::overview::Overview;
 
 /// Largest number of pixels one read may ask for (256 MiB of ARGB): a tile with its context is a
 /// few megapixels, so only a mistake reaches this.
@@ -56,34 +57,6 @@ impl fmt::Debug for Slide {
             .field("levels", &self.levels())
             .field("mpp", &self.mpp)
             .finish_non_exhaustive()
-    }
-}
-
-/// A low-resolution view of a whole slide.
-#[derive(Clone, PartialEq)]
-pub struct Overview {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// `width * height * 3` bytes, row-major, R, G, B per pixel.
-    pub rgb: Vec<u8>,
-    /// Full-resolution pixels per view pixel: view pixel `(i, j)` shows the full-resolution
-    /// pixel at about `(i * downsample, j * downsample)`.
-    pub downsample: f64,
-    /// The pyramid level it was read from.
-    pub level: u32,
-}
-
-impl fmt::Debug for Overview {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Overview")
-            .field("width", &self.width)
-            .field("height", &self.height)
-            .field("rgb", &format_args!("[{} bytes]", self.rgb.len()))
-            .field("downsample", &self.downsample)
-            .field("level", &self.level)
-            .finish()
     }
 }
 

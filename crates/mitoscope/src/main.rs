@@ -122,9 +122,15 @@ enum Command {
         /// Where the model runs (wgpu and cuda need a build with that cargo feature).
         #[arg(long, value_enum, default_value_t = Backend::Cpu)]
         backend: Backend,
-        /// The folder of the built web app, served at / .
+        /// The folder of the built web app, served at / (scripts/build-web.sh builds it into
+        /// dist/).
         #[arg(long, value_name = "DIR")]
         web: Option<PathBuf>,
+        /// A classifier checkpoint (the reference's Lightning .ckpt, a torchvision state dict
+        /// or a safetensors export) for the browser to run instead of the embedded default;
+        /// repeat for an ensemble.
+        #[arg(long, value_name = "CHECKPOINT")]
+        classifier: Vec<PathBuf>,
         /// A file holding the API token that every /api/ request must send as
         /// `Authorization: Bearer TOKEN` (or set MITOSCOPE_TOKEN).
         #[arg(long, value_name = "FILE")]
@@ -303,6 +309,7 @@ fn run(cli: Cli) -> Result<()> {
             sam,
             backend,
             web,
+            classifier,
             token_file,
             cors_origin,
             max_upload_mb,
@@ -318,6 +325,7 @@ fn run(cli: Cli) -> Result<()> {
                 bind,
                 sam,
                 backend,
+                classifiers: classifier,
                 web,
                 token,
                 cors_origins: cors_origin,

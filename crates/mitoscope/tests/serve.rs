@@ -10,9 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use burn::prelude::Device;
 use mitoscope_core::export::{GeometryKind, ObjectType, to_geojson, validate_geojson};
-use mitoscope_core::wire::{ApiError, JobEvent, NDJSON, WireProposal};
+use mitoscope_core::wire::{ApiError, ClassifierManifest, JobEvent, NDJSON, WireProposal};
+use mitoscope_models::ensemble::Ensemble;
 use reqwest::blocking::{Client, Response};
+use sha2::{Digest, Sha256};
 
 mod common;
 use common::shared_data as data;
@@ -495,6 +498,9 @@ fn the_web_app_is_served_with_isolation_headers_and_cors_is_opt_in() {
     .unwrap();
     std::fs::write(web.path().join("app_bg.wasm"), b"\0asm\x01\0\0\0").unwrap();
     std::fs::write(web.path().join("app.js"), "export {};").unwrap();
+    // The gzip copy that scripts/build-web.sh writes beside the wasm (its bytes are not checked
+    // by the server: any will do here).
+    std::fs::write(web.path().join("app_bg.wasm.gz"), b"gzipped wasm").unwrap();
     let server = Server::start(
         &[
             "--web",
@@ -524,6 +530,26 @@ fn the_web_app_is_served_with_isolation_headers_and_cors_is_opt_in() {
         assert_eq!(headers["cross-origin-embedder-policy"], "require-corp");
         assert_eq!(headers["x-content-type-options"], "nosniff");
     }
+    // A browser that accepts gzip gets the gzip copy, with its encoding; others the file.
+    let wasm = |encoding: Option<&str>| {
+        let mut request = client().get(server.url("/app_bg.wasm"));
+        if let Some(encoding) = encoding {
+            request = request.header("accept-encoding", encoding);
+        }
+        request.send().unwrap()
+    };
+    let gzipped = wasm(Some("gzip, deflate, br"));
+    assert_eq!(gzipped.headers()["content-encoding"], "gzip");
+    assert!(
+        gzipped.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/wasm")
+    );
+    assert_eq!(&gzipped.bytes().unwrap()[..], b"gzipped wasm");
+    let plain = wasm(None);
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(&plain.bytes().unwrap()[..], b"\0asm\x01\0\0\0");
     assert_eq!(
         client()
             .get(server.url("/missing.js"))
@@ -573,4 +599,90 @@ fn the_web_app_is_served_with_isolation_headers_and_cors_is_opt_in() {
         .read_to_string(&mut page)
         .unwrap();
     assert!(page.contains("/api/v1/proposals"), "{page}");
+}
+
+#[test]
+fn the_classifier_is_served_converted_for_the_browser_and_cached_for_good() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let checkpoint = format!("{root}/tests/fixtures/classifier/classifier.ckpt");
+    let shipped = format!("{root}/models/weights/classifier_seed0.safetensors");
+    let server = Server::start(
+        &["--classifier", &checkpoint, "--classifier", &shipped],
+        &[("MITOSCOPE_TOKEN", "s3cret-token")],
+    );
+    let get = |path: &str, token: bool| {
+        let mut request = client().get(server.url(path));
+        if token {
+            request = request.header("authorization", "Bearer s3cret-token");
+        }
+        request.send().unwrap()
+    };
+    assert_eq!(
+        error_of(get("/api/v1/classifier", false), 401).code,
+        "token_refused"
+    );
+    let response = get("/api/v1/classifier", true);
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-cache");
+    let manifest: ClassifierManifest = response.json().unwrap();
+    assert_eq!(manifest.default_threshold, 0.5);
+    let names: Vec<&str> = manifest.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["classifier.ckpt", "classifier_seed0.safetensors"]);
+
+    let mut files = Vec::new();
+    for member in &manifest.members {
+        assert_eq!(
+            get(&member.url, false).status(),
+            401,
+            "the files need the token too"
+        );
+        let response = get(&member.url, true);
+        assert_eq!(response.status(), 200, "{}", member.url);
+        assert_eq!(
+            response.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        let bytes = response.bytes().unwrap().to_vec();
+        assert_eq!(bytes.len() as u64, member.bytes);
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha, member.sha256);
+        assert!(member.url.contains(&sha[..16]), "{}", member.url);
+        files.push((member.name.clone(), bytes));
+    }
+    // A safetensors export travels as it is; the Lightning checkpoint becomes one that loads.
+    assert_eq!(files[1].1, std::fs::read(&shipped).unwrap());
+    let members: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(name, bytes)| (name.as_str(), bytes.as_slice()))
+        .collect();
+    let ensemble = Ensemble::from_safetensors(&members, &Device::flex()).unwrap();
+    assert_eq!(ensemble.len(), 2);
+
+    let error = error_of(
+        get("/api/v1/classifier/0-0000000000000000.safetensors", true),
+        404,
+    );
+    assert!(
+        error.message.contains("reload the page"),
+        "{}",
+        error.message
+    );
+    drop(server);
+
+    // A checkpoint of another kind stops the server at start with a message that names it.
+    let sam = format!("{root}/models/weights/lite_medsam.pth");
+    let output = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--classifier", &sam])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        text.contains("--classifier") && text.contains("lite_medsam.pth"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
 }

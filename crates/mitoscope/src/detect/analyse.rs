@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mitoscope_core::export::{
-    DetectionRow, ExportObject, GeometryKind, MITOTIC_FIGURE, ObjectType, box_centre, to_csv,
-    to_geojson,
-};
+use mitoscope_core::export::{box_centre, detections_csv, detections_geojson};
 use mitoscope_io::slide::{Overview, Slide, is_slide};
 use mitoscope_io::{LoadedImage, MppSource};
 use serde::{Deserialize, Serialize};
@@ -167,8 +164,8 @@ pub fn analyse(
         Picture::Image(_) => "image",
         Picture::Thumbnail(_) => "slide",
     };
-    let geojson = geojson_text(&found, mpp, settings.geometry)?;
-    let csv = csv_text(&found, &centres, mpp)?;
+    let geojson = detections_geojson(&found.figures, mpp, settings.geometry)?;
+    let csv = detections_csv(&found.figures, mpp)?;
     let png = picture.render(&found, &centres, hotspot.as_ref(), settings, width, height)?;
     output::prepare(&job.folder)?;
     let outputs = vec![
@@ -238,43 +235,6 @@ fn describe(source: MppSource) -> &'static str {
         MppSource::OpenSlideProperties => "slide: openslide.mpp-x/y",
         _ => "file",
     }
-}
-
-/// The figures as a GeoJSON `FeatureCollection` of QuPath detections, classified
-/// [`MITOTIC_FIGURE`], with their probability and area as measurements.
-fn geojson_text(found: &Found, mpp: f64, geometry: GeometryKind) -> Result<String> {
-    let objects: Vec<ExportObject> = found
-        .figures
-        .iter()
-        .enumerate()
-        .map(|(id, f)| ExportObject {
-            id: id as u64,
-            mask: f.mask.clone(),
-            classification: Some(MITOTIC_FIGURE.to_owned()),
-            measurements: vec![
-                ("probability".to_owned(), f64::from(f.probability)),
-                ("area_um2".to_owned(), f.mask.area() as f64 * mpp * mpp),
-            ],
-        })
-        .collect();
-    let value = to_geojson(&objects, geometry, ObjectType::Detection)?;
-    Ok(serde_json::to_string(&value)? + "\n")
-}
-
-/// The figures as CSV: `x,y,probability,area_um2`, box centres in full-resolution pixels.
-fn csv_text(found: &Found, centres: &[[f64; 2]], mpp: f64) -> Result<String> {
-    let rows: Vec<DetectionRow> = found
-        .figures
-        .iter()
-        .zip(centres)
-        .map(|(f, &[x, y])| DetectionRow {
-            x,
-            y,
-            probability: f64::from(f.probability),
-            area_um2: f.mask.area() as f64 * mpp * mpp,
-        })
-        .collect();
-    Ok(to_csv(&rows)?)
 }
 
 /// What the overlay is drawn on.

@@ -9,7 +9,9 @@ use mitoscope_io::LoadedImage;
 use mitoscope_models::pipeline::propose_image;
 use mitoscope_models::sam::RgbImage;
 
-use super::{Figure, Found, Models, classify_masks};
+use mitoscope_core::export::Detection;
+
+use super::{Found, Models, classify_masks};
 use crate::propose::crop_region;
 
 /// The mitotic figures of `image` at `mpp` whose probability is above `threshold`, in
@@ -65,7 +67,7 @@ pub fn detect_image(
         .into_iter()
         .zip(probabilities)
         .filter(|(_, p)| f64::from(*p) > threshold)
-        .map(|(mask, probability)| Figure { mask, probability })
+        .map(|(mask, probability)| Detection { mask, probability })
         .collect();
     Ok(Found {
         figures,

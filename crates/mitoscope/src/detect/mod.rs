@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mitoscope_core::export::GeometryKind;
+use mitoscope_core::export::{Detection, GeometryKind};
 use mitoscope_core::{BoxRle, ProposalSettings, crop};
 use mitoscope_models::ensemble::{EMBEDDED, Ensemble};
 use mitoscope_models::sam::Sam;
@@ -121,20 +121,11 @@ pub struct Models {
     pub classifier: Ensemble,
 }
 
-/// A mitotic figure found.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Figure {
-    /// Its mask, box in full-resolution pixels.
-    pub mask: BoxRle,
-    /// The classifier's probability.
-    pub probability: f32,
-}
-
 /// What the analysis of one input found.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Found {
     /// The figures above the threshold, in the order found.
-    pub figures: Vec<Figure>,
+    pub figures: Vec<Detection>,
     /// Objects proposed (and classified).
     pub proposals: usize,
     /// Tiles of the analysed rectangle.

@@ -25,7 +25,9 @@ use mitoscope_models::pipeline::TISSUE_VIEW_PX;
 use mitoscope_models::proposals::{propose_counted, tile_prompts};
 use mitoscope_models::sam::RgbImage;
 
-use super::{Figure, Found, Models, classify_masks};
+use mitoscope_core::export::Detection;
+
+use super::{Found, Models, classify_masks};
 
 /// Grey value of the padding of a tile that sticks out of the slide (white glass), as the
 /// pipeline pads.
@@ -138,7 +140,7 @@ pub fn detect_slide(
         let probabilities = classify_masks(models, &context, cw, ch, &masks)?;
         for (mask, probability) in masks.into_iter().zip(probabilities) {
             if f64::from(probability) > threshold {
-                found.figures.push(Figure {
+                found.figures.push(Detection {
                     mask: mask.translated(cx0, cy0)?,
                     probability,
                 });

@@ -69,6 +69,14 @@ impl IntoResponse for Failure {
 pub(crate) fn routes(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route(&format!("/api/{API_VERSION}/proposals"), post(proposals))
+        .route(
+            &format!("/api/{API_VERSION}/classifier"),
+            get(super::classifier::manifest),
+        )
+        .route(
+            &format!("/api/{API_VERSION}/classifier/{{file}}"),
+            get(super::classifier::file),
+        )
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&state),
             require_token,

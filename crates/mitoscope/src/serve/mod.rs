@@ -5,6 +5,8 @@
 //!
 //! - `POST /api/v1/proposals?mpp=0.25`: the image bytes as the body; the response streams the
 //!   job's events as newline-delimited JSON ([`mitoscope_core::wire::JobEvent`]).
+//! - `GET /api/v1/classifier` and `GET /api/v1/classifier/{file}`: the classifier the browser
+//!   runs ([`classifier`]).
 //! - `GET /healthz`: liveness and the job counters; `GET /version`: version, model, backend.
 //! - everything else: the web app's built files (`--web DIR`), or a short page that describes the
 //!   API when no app is given.
@@ -13,6 +15,7 @@
 //! check, queue and stream.
 
 mod api;
+pub mod classifier;
 mod web;
 pub mod worker;
 
@@ -41,6 +44,8 @@ pub struct ServeOptions {
     pub sam: Option<PathBuf>,
     /// Where the model runs.
     pub backend: Backend,
+    /// The classifier checkpoints the browser runs (an ensemble); empty: the embedded default.
+    pub classifiers: Vec<PathBuf>,
     /// The web app's built files, served at `/`.
     pub web: Option<PathBuf>,
     /// The bearer token every `/api/` request must send, when set.
@@ -63,6 +68,7 @@ impl Default for ServeOptions {
             bind: DEFAULT_BIND.parse().expect("a valid constant address"),
             sam: None,
             backend: Backend::Cpu,
+            classifiers: Vec::new(),
             web: None,
             token: None,
             cors_origins: Vec::new(),
@@ -111,6 +117,7 @@ impl ServeOptions {
 pub(crate) struct AppState {
     pub options: ServeOptions,
     pub worker: Worker,
+    pub classifier: classifier::ServedClassifier,
     pub next_request: std::sync::atomic::AtomicU64,
 }
 
@@ -142,6 +149,11 @@ pub async fn serve(
     on_ready: impl FnOnce(SocketAddr),
 ) -> Result<()> {
     options.validate()?;
+    let paths = options.classifiers.clone();
+    let classifier =
+        tokio::task::spawn_blocking(move || classifier::ServedClassifier::prepare(&paths))
+            .await
+            .context("the classifier preparation stopped")??;
     tracing::info!(backend = %options.backend, "loading the proposal model");
     let worker = Worker::start(options.sam.clone(), options.backend, options.queue).await?;
     let listener = tokio::net::TcpListener::bind(options.bind)
@@ -153,6 +165,7 @@ pub async fn serve(
     let state = Arc::new(AppState {
         options,
         worker,
+        classifier,
         next_request: 1.into(),
     });
     on_ready(addr);
