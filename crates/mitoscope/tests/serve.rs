@@ -415,9 +415,11 @@ fn each_limit_gives_its_status_and_a_json_error() {
         }
         other => panic!("expected a timeout event, got {other:?}"),
     }
+    // Both count as timed out, none as cancelled: the queued one when the worker reaches it.
     server.wait_health(Duration::from_secs(60), |h| {
-        h["jobs"]["running"] == 0 && h["jobs"]["timed_out"] == 1
+        h["jobs"]["running"] == 0 && h["jobs"]["queued"] == 0 && h["jobs"]["timed_out"] == 2
     });
+    assert_eq!(server.health()["jobs"]["cancelled"], 0);
 }
 
 #[test]

@@ -218,8 +218,15 @@ fn work(
             continue;
         }
         if job.events.is_closed() {
-            stats.cancelled.fetch_add(1, Ordering::SeqCst);
-            tracing::info!("the client left before the job started");
+            // The request handler answers 504 and lets go when the job's time ran out in the
+            // queue; otherwise the client left.
+            if Instant::now() >= job.deadline {
+                stats.timed_out.fetch_add(1, Ordering::SeqCst);
+                tracing::warn!("job reached its time limit in the queue");
+            } else {
+                stats.cancelled.fetch_add(1, Ordering::SeqCst);
+                tracing::info!("the client left before the job started");
+            }
             continue;
         }
         stats.running.store(1, Ordering::SeqCst);
