@@ -138,15 +138,41 @@ fn size(v: usize) -> Result<u32> {
 }
 
 /// The pixels of `tile`, padded with white to `side x side`.
-fn tile_pixels(image: &RgbImage, tile: &Tile, side: usize) -> Result<RgbImage> {
+fn tile_pixels(image: &RgbImage, tile: &Tile, side: usize) -> RgbImage {
+    padded_tile(
+        &image.pixels,
+        image.width,
+        [tile.x as usize, tile.y as usize],
+        [tile.width as usize, tile.height as usize],
+        side,
+    )
+}
+
+/// The `width x height` rectangle at `[x, y]` of `rgb` (rows of `row_width` RGB pixels),
+/// padded with white to `side x side`: a tile as the model sees it, cut from a whole image or
+/// from a slide region read around the tile.
+///
+/// # Panics
+///
+/// When the rectangle does not lie inside `rgb` or is larger than `side`.
+pub fn padded_tile(
+    rgb: &[u8],
+    row_width: usize,
+    [x, y]: [usize; 2],
+    [width, height]: [usize; 2],
+    side: usize,
+) -> RgbImage {
     let mut pixels = vec![PADDING; side * side * 3];
-    let (x, w) = (tile.x as usize, tile.width as usize);
-    for row in 0..tile.height as usize {
-        let src = 3 * ((tile.y as usize + row) * image.width + x);
-        pixels[3 * row * side..3 * (row * side + w)]
-            .copy_from_slice(&image.pixels[src..src + 3 * w]);
+    for row in 0..height {
+        let src = 3 * ((y + row) * row_width + x);
+        pixels[3 * row * side..3 * (row * side + width)]
+            .copy_from_slice(&rgb[src..src + 3 * width]);
     }
-    RgbImage::new(side, side, pixels)
+    RgbImage {
+        width: side,
+        height: side,
+        pixels,
+    }
 }
 
 /// Every proposal of `image`, tile by tile (see the module).
@@ -191,7 +217,7 @@ pub fn propose_image(
         let [ox0, oy0, ox1, oy1] = tile.owned;
         result.analysed_pixels += u64::from(ox1 - ox0) * u64::from(oy1 - oy0);
 
-        let pixels = tile_pixels(image, &tile, side)?;
+        let pixels = tile_pixels(image, &tile, side);
         let embedding = sam.embed(&pixels);
         let prompts = tile_prompts(settings, &pixels, microns_per_pixel)?;
         let (found, counts) =
@@ -262,4 +288,27 @@ fn add_counts(a: &mut ProposalCounts, b: &ProposalCounts) {
     a.after_stability += b.after_stability;
     a.after_area += b.after_area;
     a.after_nms += b.after_nms;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tile_is_cut_from_its_context_and_padded_with_white() {
+        // A 4 x 3 context whose pixel (x, y) is [x, y, 7]; the 2 x 2 tile at (1, 1).
+        let mut context = Vec::new();
+        for y in 0..3u8 {
+            for x in 0..4u8 {
+                context.extend([x, y, 7]);
+            }
+        }
+        let tile = padded_tile(&context, 4, [1, 1], [2, 2], 3);
+        assert_eq!((tile.width, tile.height), (3, 3));
+        let px = |x: usize, y: usize| &tile.pixels[3 * (y * 3 + x)..][..3];
+        assert_eq!(px(0, 0), [1, 1, 7]);
+        assert_eq!(px(1, 1), [2, 2, 7]);
+        assert_eq!(px(2, 0), [255, 255, 255]);
+        assert_eq!(px(0, 2), [255, 255, 255]);
+    }
 }

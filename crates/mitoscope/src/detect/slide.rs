@@ -21,9 +21,8 @@ use mitoscope_core::seeds::NO_DATA_MAX;
 use mitoscope_core::tissue::grey_from_rgb;
 use mitoscope_core::{BoxCentre, CROP, TileGrid, TissueMask, owns};
 use mitoscope_io::slide::{Overview, Slide};
-use mitoscope_models::pipeline::TISSUE_VIEW_PX;
+use mitoscope_models::pipeline::{TISSUE_VIEW_PX, padded_tile};
 use mitoscope_models::proposals::{propose_counted, tile_prompts};
-use mitoscope_models::sam::RgbImage;
 
 use mitoscope_core::export::Detection;
 
@@ -114,10 +113,9 @@ pub fn detect_slide(
         let context = slide.read_rgb(cx0, cy0, cw, ch)?;
         let pixels = padded_tile(
             &context,
-            cw,
-            [tx - cx0, ty - cy0],
-            tile.width,
-            tile.height,
+            cw as usize,
+            [(tx - cx0) as usize, (ty - cy0) as usize],
+            [tile.width as usize, tile.height as usize],
             side,
         );
 
@@ -164,50 +162,9 @@ fn tissue_mask(view: &Overview, settings: &mitoscope_core::ProposalSettings) -> 
     Ok(TissueMask::detect(&grey, settings, view.downsample)?)
 }
 
-/// The `width x height` tile at `at` in `context` (rows of `context_width` RGB pixels), padded
-/// with white to `side x side`.
-fn padded_tile(
-    context: &[u8],
-    context_width: u32,
-    [x, y]: [u32; 2],
-    width: u32,
-    height: u32,
-    side: usize,
-) -> RgbImage {
-    let mut pixels = vec![PADDING; side * side * 3];
-    let (x, w, cw) = (x as usize, width as usize, context_width as usize);
-    for row in 0..height as usize {
-        let src = 3 * ((y as usize + row) * cw + x);
-        pixels[3 * row * side..3 * (row * side + w)].copy_from_slice(&context[src..src + 3 * w]);
-    }
-    RgbImage {
-        width: side,
-        height: side,
-        pixels,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_tile_is_cut_from_its_context_and_padded_with_white() {
-        // A 4 x 3 context whose pixel (x, y) is [x, y, 7]; the 2 x 2 tile at (1, 1).
-        let mut context = Vec::new();
-        for y in 0..3u8 {
-            for x in 0..4u8 {
-                context.extend([x, y, 7]);
-            }
-        }
-        let tile = padded_tile(&context, 4, [1, 1], 2, 2, 3);
-        assert_eq!((tile.width, tile.height), (3, 3));
-        let px = |x: usize, y: usize| &tile.pixels[3 * (y * 3 + x)..][..3];
-        assert_eq!(px(0, 0), [1, 1, 7]);
-        assert_eq!(px(1, 1), [2, 2, 7]);
-        assert_eq!(px(2, 0), [255, 255, 255]);
-        assert_eq!(px(0, 2), [255, 255, 255]);
-    }
 
     #[test]
     fn black_no_data_is_glass_for_the_tissue_mask() {
