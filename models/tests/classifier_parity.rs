@@ -13,7 +13,7 @@ use mitoscope_core::{BBox, CocoRle, Crop, crop, rle};
 use mitoscope_models::ModelError;
 use mitoscope_models::classifier::{Classifier, NUM_CLASSES};
 use mitoscope_models::weights::Weights;
-use support::{Fixture, assert_close};
+use support::{Fixture, assert_close, assert_wrong_shape};
 
 /// Logits may differ from the reference's by this much: float32 on both sides, summed in other
 /// orders, and the batch norms folded into the convolutions here.
@@ -219,22 +219,12 @@ fn an_imagenet_head_is_refused() {
     let path = fixture_file("imagenet_head.pth");
     let err = Classifier::load(&path, &Device::flex()).unwrap_err();
     eprintln!("{err}");
-    match &err {
-        ModelError::WrongShape {
-            key,
-            expected,
-            found,
-            ..
-        } => {
-            assert_eq!(key, "fc.weight");
-            assert_eq!(expected, &[NUM_CLASSES, 512]);
-            assert_eq!(found, &[1000, 512]);
-        }
-        other => panic!("expected WrongShape, got {other}"),
-    }
-    assert!(
-        err.to_string().contains(&path.display().to_string()),
-        "{err}"
+    assert_wrong_shape(
+        &err,
+        "fc.weight",
+        &[NUM_CLASSES, 512],
+        &[1000, 512],
+        &path.display().to_string(),
     );
 }
 

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
+use mitoscope_models::ModelError;
 use mitoscope_models::sam::SamConfig;
 use mitoscope_models::sam::image_encoder::ImageEncoderConfig;
 use mitoscope_models::sam::mask_decoder::MaskDecoderConfig;
@@ -168,4 +169,29 @@ pub fn sam_tiny_config() -> SamConfig {
         },
         ..SamConfig::sam("SAM tiny", encoder)
     }
+}
+
+/// Checks that `err` is a [`ModelError::WrongShape`] of `key`, expecting `expected` and finding
+/// `found`, and that its message names the file (`file`, a part of its path).
+pub fn assert_wrong_shape(
+    err: &ModelError,
+    key: &str,
+    expected: &[usize],
+    found: &[usize],
+    file: &str,
+) {
+    match err {
+        ModelError::WrongShape {
+            key: k,
+            expected: e,
+            found: f,
+            ..
+        } => assert_eq!(
+            (k.as_str(), e.as_slice(), f.as_slice()),
+            (key, expected, found),
+            "{err}"
+        ),
+        other => panic!("expected a wrong shape of {key}, got {other}"),
+    }
+    assert!(err.to_string().contains(file), "{err}");
 }
