@@ -46,7 +46,7 @@ pub const NUM_CLASSES: usize = 2;
 pub const MITOTIC_FIGURE: usize = 1;
 
 /// The network's name in error messages ("is this a ResNet18 classifier checkpoint?").
-pub(crate) const MODEL: &str = "ResNet18 classifier";
+pub const MODEL: &str = "ResNet18 classifier";
 /// `torch.nn.BatchNorm2d`'s default epsilon.
 pub(crate) const BATCH_NORM_EPS: f64 = 1e-5;
 /// Channels of the stem and of the four stages.
@@ -405,16 +405,31 @@ impl Classifier {
         let _span = tracing::debug_span!("classify", crops = crops.len()).entered();
         let mut probabilities = Vec::with_capacity(crops.len());
         for batch in crops.chunks(CLASSIFY_BATCH) {
-            let (rgb, mask) = self.input(batch)?;
-            let p = softmax(self.forward(rgb, mask), 1).narrow(1, MITOTIC_FIGURE, 1);
-            let p = p
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|err| ModelError::Readback(format!("{err:?}")))?;
-            probabilities.extend(p);
+            probabilities.extend(read_back(self.probabilities(batch)?.into_data())?);
         }
         Ok(probabilities)
     }
+
+    /// [`Classifier::classify`]'s probabilities `[n, 1]` for `crops`, still on the device: for
+    /// a caller that reads them back itself (asynchronously, in a browser).
+    ///
+    /// # Errors
+    ///
+    /// As [`Classifier::input`].
+    pub fn probabilities(&self, crops: &[Crop]) -> Result<Tensor<2>> {
+        let (rgb, mask) = self.input(crops)?;
+        Ok(softmax(self.forward(rgb, mask), 1).narrow(1, MITOTIC_FIGURE, 1))
+    }
+}
+
+/// Probabilities read back from the device as `f32`.
+///
+/// # Errors
+///
+/// [`ModelError::Readback`] when the data is not `f32`.
+pub(crate) fn read_back(data: TensorData) -> Result<Vec<f32>> {
+    data.try_into_vec::<f32>()
+        .map_err(|err| ModelError::Readback(format!("{err:?}")))
 }
 
 /// The network's input for `crops` on `device`, as [`Classifier::input`]; shared with training.

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use mitoscope_core::crop::Crop;
 
-use crate::classifier::{Classifier, MODEL};
+use crate::classifier::{Classifier, MODEL, read_back};
 use crate::weights::Weights;
 use crate::{ModelError, Result};
 
@@ -118,11 +118,89 @@ impl Ensemble {
     pub fn classify(&self, crops: &[Crop]) -> Result<Vec<f32>> {
         let mut sum = vec![0f64; crops.len()];
         for member in &self.members {
-            for (total, p) in sum.iter_mut().zip(member.classify(crops)?) {
-                *total += f64::from(p);
+            add(&mut sum, member.classify(crops)?);
+        }
+        Ok(self.mean(sum))
+    }
+
+    /// [`Ensemble::classify`] for a device whose answers must be awaited (WebGPU in a browser
+    /// cannot block): `batch` crops per forward pass, each read back with `into_data_async`,
+    /// and `between_batches` awaited after each (a browser's page paints and takes input then).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ensemble::classify`].
+    pub async fn classify_async<F: Future<Output = ()>>(
+        &self,
+        crops: &[Crop],
+        batch: usize,
+        mut between_batches: impl FnMut() -> F,
+    ) -> Result<Vec<f32>> {
+        let mut sum = vec![0f64; crops.len()];
+        for member in &self.members {
+            let mut at = 0;
+            for chunk in crops.chunks(batch.max(1)) {
+                let data = member
+                    .probabilities(chunk)?
+                    .into_data_async()
+                    .await
+                    .map_err(|err| ModelError::Readback(format!("{err:?}")))?;
+                add(&mut sum[at..], read_back(data)?);
+                at += chunk.len();
+                between_batches().await;
             }
         }
+        Ok(self.mean(sum))
+    }
+
+    /// The mean of the members' summed probabilities.
+    fn mean(&self, sum: Vec<f64>) -> Vec<f32> {
         let n = self.members.len() as f64;
-        Ok(sum.into_iter().map(|total| (total / n) as f32).collect())
+        sum.into_iter().map(|total| (total / n) as f32).collect()
+    }
+}
+
+/// Adds one member's probabilities to the running sums.
+fn add(sum: &mut [f64], probabilities: Vec<f32>) {
+    for (total, p) in sum.iter_mut().zip(probabilities) {
+        *total += f64::from(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    #[test]
+    fn the_async_classification_equals_the_blocking_one() {
+        let device = Device::flex();
+        let member = |seed| Classifier::from_weights(&Weights::random(seed, MODEL, &device));
+        let ensemble =
+            Ensemble::from_members(vec![member(1).unwrap(), member(2).unwrap()]).unwrap();
+        let crops: Vec<Crop> = (0..5u8)
+            .map(|i| Crop {
+                rgb: (0..64 * 64 * 3)
+                    .map(|j| (j as u8).wrapping_mul(i + 1))
+                    .collect(),
+                mask: (0..64 * 64)
+                    .map(|j| u8::from(j % (i as usize + 2) == 0))
+                    .collect(),
+            })
+            .collect();
+        let mut pauses = 0;
+        let future = ensemble.classify_async(&crops, 2, || {
+            pauses += 1;
+            std::future::ready(())
+        });
+        // The CPU backend answers at once: one poll finishes the future.
+        let Poll::Ready(result) = pin!(future).poll(&mut Context::from_waker(Waker::noop())) else {
+            panic!("the flex backend's answer was not ready")
+        };
+        assert_eq!(result.unwrap(), ensemble.classify(&crops).unwrap());
+        // Three batches of at most two crops, for each of the two members.
+        assert_eq!(pauses, 6);
     }
 }

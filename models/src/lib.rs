@@ -27,6 +27,9 @@ pub mod error;
 pub mod pipeline;
 pub mod proposals;
 pub mod sam;
+// Training needs autodiff and the optimisers: the default feature `train`, left out of the
+// browser build.
+#[cfg(feature = "train")]
 pub mod train;
 pub mod weights;
 

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Runs every test. Installs what the tests need when it is missing: Debian's chromium (the web
+# tests drive it) and OpenSlide's libraries (the whole-slide tests), when run as root or with
+# sudo; the wasm target, trunk and wasm-bindgen-cli (scripts/build-web.sh). Then builds the web
+# app and runs `cargo test` over the workspace with whole-slide support on.
+#
+# The first run compiles burn twice (natively and for wasm): about an hour on two cores.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+packages=(chromium libopenslide-dev libclang-dev pkg-config)
+if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
+  as_root=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+      as_root="sudo"
+    else
+      echo "error: the tests need the Debian packages ${packages[*]}; install them as root" >&2
+      exit 1
+    fi
+  fi
+  echo "== installing ${packages[*]}"
+  $as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq "${packages[@]}"
+fi
+
+bash scripts/build-web.sh
+
+echo "== tests"
+cargo test --workspace --locked --features mitoscope/openslide "$@"
