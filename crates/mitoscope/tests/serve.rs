@@ -6,8 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use burn::prelude::Device;
@@ -33,37 +32,7 @@ impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("MITOSCOPE_LOG", "info")
-            .env_remove("MITOSCOPE_TOKEN")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start mitoscope serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("the server printed its address");
-        let url = line
-            .trim()
-            .strip_prefix("mitoscope serving on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .trim_end_matches('/')
-            .to_owned();
+        let (child, url) = common::start_server(args, env, &log);
         Self {
             child,
             url,

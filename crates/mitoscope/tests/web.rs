@@ -9,11 +9,10 @@
 //! Screenshots go to `target/web-test/`. Headless Chromium's WebGPU is SwiftShader, a CPU
 //! emulation (about 0.4 GFLOP/s), so the images are small.
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -87,36 +86,7 @@ struct Server {
 impl Server {
     fn start(args: &[&str], dir: &Path) -> Self {
         let log = dir.join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
-            .args(["serve", "--bind", "127.0.0.1:0"])
-            .args(args)
-            .env("MITOSCOPE_LOG", "info")
-            .env_remove("MITOSCOPE_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start mitoscope serve");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(300))
-            .expect("the server printed its address");
-        let url = line
-            .trim()
-            .strip_prefix("mitoscope serving on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; log:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                )
-            })
-            .trim_end_matches('/')
-            .to_owned();
+        let (child, url) = common::start_server(args, &[], &log);
         Self { child, url, log }
     }
 }
@@ -622,10 +592,10 @@ fn bench_a_1000_px_field() {
 }
 
 /// Zoom and pan on a 4000 x 3000 px field (the TIAToolbox sample tiled 4 x 3), once the
-/// proposals of its first tiles are classified (those above the threshold outlined): the time from each wheel or drag event to the next
-/// painted frame, measured in the page over 40 zoom steps and 40 drag moves, on the CPU fallback
-/// while the server still analyses the field. Prints the table of `docs/web.md` and writes
-/// `target/web-test/viewer.json`. Run it alone with
+/// proposals of its first tiles are classified (those above the threshold outlined): the time
+/// from each wheel or drag event to the next painted frame, measured in the page over 40 zoom
+/// steps and 40 drag moves, on the CPU fallback while the server still analyses the field.
+/// Prints the table of `docs/web.md` and writes `target/web-test/viewer.json`. Run it alone with
 /// `cargo test -p mitoscope --test web -- --ignored --nocapture zoom`.
 #[test]
 #[ignore = "a benchmark of a few minutes"]
