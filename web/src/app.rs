@@ -16,6 +16,7 @@ use leptos::html::Canvas;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use mitoscope_core::crop::{Crop, crop};
+use mitoscope_core::density::{DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD};
 use mitoscope_core::wire::JobEvent;
 use mitoscope_io::{Limits, read_bytes};
 use serde::Serialize;
@@ -24,7 +25,7 @@ use web_sys::{DragEvent, HtmlInputElement, MouseEvent, WheelEvent};
 use crate::api::{self, Failure};
 use crate::classify::{self, Backend, Ensemble};
 use crate::dom::{self, now_ms};
-use crate::review::{Decision, HPF_MM2, Item, Review};
+use crate::review::{Decision, Item, Review};
 use crate::viewer::{self, View};
 
 /// The pixel size the field starts with: a 40x scan.
@@ -93,7 +94,7 @@ impl Ui {
             selected: RwSignal::new(None),
             timings: RwSignal::new(Timings::default()),
             file_name: RwSignal::new("mitoscope".into()),
-            default_threshold: RwSignal::new(crate::review::DEFAULT_THRESHOLD),
+            default_threshold: RwSignal::new(DEFAULT_THRESHOLD),
         }
     }
 
@@ -537,7 +538,7 @@ pub fn App() -> impl IntoView {
                         <dd data-testid="count">{move || ui.review.with(Review::count)}</dd>
                         <dt>"per mm²"</dt>
                         <dd data-testid="per-mm2">{move || format_density(ui.review.with(Review::per_mm2))}</dd>
-                        <dt>{format!("per 10 HPF ({HPF_MM2} mm² each)")}</dt>
+                        <dt>{format!("per 10 HPF ({DEFAULT_HPF_AREA_MM2} mm² each)")}</dt>
                         <dd data-testid="per-10-hpf">{move || format_density(ui.review.with(Review::per_10_hpf))}</dd>
                         <dt>"analysed tissue"</dt>
                         <dd>{move || ui.review.with(|r| r.analysed_mm2.map_or("-".into(), |a| format!("{a:.4} mm²")))}</dd>

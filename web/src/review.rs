@@ -6,18 +6,12 @@
 //! [`detections_csv`].
 
 use mitoscope_core::BoxRle;
+use mitoscope_core::density::{DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, Densities};
 use mitoscope_core::export::{
     Detection, GeometryKind, box_centre, detections_csv, detections_geojson,
 };
 use mitoscope_core::wire::WireProposal;
 use serde::Serialize;
-
-/// The area of one high-power field in mm^2 (a 22 mm eyepiece at 40x), as `mitoscope detect`
-/// reports densities per 10 HPF.
-pub const HPF_MM2: f64 = 0.237;
-
-/// The threshold before the server's manifest says otherwise: OMG-Net's 0.5.
-pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
 /// The pathologist's decision on one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -153,15 +147,21 @@ impl Review {
         self.items.iter().filter(|item| self.counts(item)).count()
     }
 
-    /// Mitotic figures per mm^2 of analysed tissue, once the area is known and not zero.
-    pub fn per_mm2(&self) -> Option<f64> {
-        let area = self.analysed_mm2.filter(|&a| a > 0.0)?;
-        Some(self.count() as f64 / area)
+    /// The count's densities in the analysed tissue, with fields of [`DEFAULT_HPF_AREA_MM2`]
+    /// (as `mitoscope detect` computes them), once the area is known.
+    fn densities(&self) -> Option<Densities> {
+        let area = self.analysed_mm2?;
+        Some(Densities::new(self.count(), area, DEFAULT_HPF_AREA_MM2))
     }
 
-    /// Mitotic figures per 10 high-power fields ([`HPF_MM2`] each).
+    /// Mitotic figures per mm^2 of analysed tissue, once the area is known and not zero.
+    pub fn per_mm2(&self) -> Option<f64> {
+        self.densities()?.per_mm2
+    }
+
+    /// Mitotic figures per 10 high-power fields ([`DEFAULT_HPF_AREA_MM2`] each).
     pub fn per_10_hpf(&self) -> Option<f64> {
-        self.per_mm2().map(|density| density * 10.0 * HPF_MM2)
+        self.densities()?.per_10_hpf
     }
 
     /// Records the decision on item `id`; false when there is no such item.

@@ -92,6 +92,7 @@
 
 pub mod augment;
 pub mod crop;
+pub mod density;
 pub mod export;
 pub mod filter;
 pub mod grid;

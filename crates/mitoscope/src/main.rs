@@ -11,6 +11,7 @@ use mitoscope::backend::Backend;
 use mitoscope::coverage;
 use mitoscope::propose::{self, ProposeOptions};
 use mitoscope::serve::ServeOptions;
+use mitoscope_core::density::DEFAULT_THRESHOLD;
 
 // mimalloc keeps freed memory for reuse: the networks allocate and free large buffers per tile,
 // which the system allocator hands back to the kernel and zeroes again each time.
@@ -97,7 +98,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = mitoscope::report::SplitChoice::Val)]
         split: mitoscope::report::SplitChoice,
         /// A detection's probability must be strictly above this.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
         threshold: f64,
         /// Leaves out the proposals whose 64 px crop leaves the image (zero-padded crops).
         #[arg(long)]
@@ -215,7 +216,7 @@ enum Command {
         #[arg(long)]
         mpp: Option<f64>,
         /// Detections with a probability count only if it is above P.
-        #[arg(long, value_name = "P", default_value_t = 0.5)]
+        #[arg(long, value_name = "P", default_value_t = DEFAULT_THRESHOLD)]
         threshold: f64,
         /// The image a --pred file of one image's detections belongs to (default: the file
         /// name without its extension).

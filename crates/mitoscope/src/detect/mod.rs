@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use mitoscope_core::density::DEFAULT_THRESHOLD;
 use mitoscope_core::export::{Detection, GeometryKind};
 use mitoscope_core::{BoxRle, ProposalSettings, crop};
 use mitoscope_models::ensemble::{EMBEDDED, Ensemble};
@@ -64,7 +65,7 @@ pub struct DetectArgs {
     #[arg(long)]
     pub mpp: Option<f64>,
     /// A proposal is a mitotic figure when its probability is strictly above this.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     pub threshold: f64,
     /// A published Segment Anything checkpoint (sam_vit_b/l/h .pth) instead of the embedded
     /// LiteMedSAM.

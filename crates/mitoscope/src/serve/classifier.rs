@@ -14,15 +14,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use mitoscope_core::density::DEFAULT_THRESHOLD;
 use mitoscope_core::wire::{API_VERSION, ApiError, ClassifierFile, ClassifierManifest};
 use mitoscope_models::classifier::Classifier;
 use mitoscope_models::ensemble::EMBEDDED;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-
-/// The probability above which the app counts a proposal, until the user moves the slider.
-pub const DEFAULT_THRESHOLD: f64 = 0.5;
 
 /// The files the browser downloads, with their manifest.
 pub(crate) struct ServedClassifier {
