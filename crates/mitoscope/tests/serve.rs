@@ -615,10 +615,7 @@ fn the_classifier_is_served_converted_for_the_browser_and_cached_for_good() {
         );
         let bytes = response.bytes().unwrap().to_vec();
         assert_eq!(bytes.len() as u64, member.bytes);
-        let sha: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let sha = format!("{:x}", Sha256::digest(&bytes));
         assert_eq!(sha, member.sha256);
         assert!(member.url.contains(&sha[..16]), "{}", member.url);
         files.push((member.name.clone(), bytes));

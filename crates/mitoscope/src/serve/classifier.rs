@@ -62,10 +62,7 @@ impl ServedClassifier {
         };
         let mut files = Vec::with_capacity(members.len());
         for (index, (name, bytes)) in members.into_iter().enumerate() {
-            let sha256: String = Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let sha256 = format!("{:x}", Sha256::digest(&bytes));
             manifest.members.push(ClassifierFile {
                 name,
                 url: format!(
