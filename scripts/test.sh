@@ -8,21 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-packages=(chromium libopenslide-dev libclang-dev pkg-config)
-if ! dpkg -s "${packages[@]}" >/dev/null 2>&1; then
-  as_root=""
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-      as_root="sudo"
-    else
-      echo "error: the tests need the Debian packages ${packages[*]}; install them as root" >&2
-      exit 1
-    fi
-  fi
-  echo "== installing ${packages[*]}"
-  $as_root apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq "${packages[@]}"
-fi
+bash scripts/system-packages.sh
 
 bash scripts/build-web.sh
 
