@@ -13,6 +13,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 use crate::error::Result;
+use crate::sam::common::gelu;
 use crate::sam::transformer::{TwoWayTransformer, contiguous, to_tokens};
 use crate::weights::Weights;
 
@@ -220,8 +221,8 @@ impl MaskDecoder {
         // output (no transpose of the image) and `LayerNorm2d` as a layer norm over the last
         // dimension. Same values up to the order of the sums.
         let upscaled = conv_transpose_2x2(&self.output_upscaling_0, src);
-        let upscaled = activation::gelu(self.output_upscaling_1.forward(upscaled));
-        let upscaled = activation::gelu(conv_transpose_2x2(&self.output_upscaling_3, upscaled));
+        let upscaled = gelu(self.output_upscaling_1.forward(upscaled));
+        let upscaled = gelu(conv_transpose_2x2(&self.output_upscaling_3, upscaled));
 
         // One hypernetwork per mask token: [B, masks, C / 8].
         let hyper_in = selected

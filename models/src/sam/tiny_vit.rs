@@ -13,11 +13,11 @@ use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::nn::{LayerNorm, Linear};
 use burn::prelude::*;
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::ops::PadMode;
 
 use crate::error::{ModelError, Result};
-use crate::sam::common::LayerNorm2d;
+use crate::sam::common::{LayerNorm2d, gelu};
 use crate::weights::{Conv2dSpec, Weights};
 
 /// `torch.nn.BatchNorm2d`'s default epsilon.
