@@ -15,5 +15,8 @@ features=()
 if pkg-config --exists openslide 2>/dev/null && ldconfig -p 2>/dev/null | grep -q 'libclang'; then
   features=(--features openslide)
 fi
+# mimalloc keeps freed memory for the next image instead of returning it to the kernel (see
+# README.md, Speed); a value already in the environment wins.
+export MIMALLOC_PURGE_DELAY="${MIMALLOC_PURGE_DELAY:--1}"
 echo "== building and starting the server"
 exec cargo run --release --locked -p mitoscope "${features[@]}" -- serve --web dist "$@"

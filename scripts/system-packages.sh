@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need when any is missing: chromium (the web tests drive
 # it) and OpenSlide's libraries (whole-slide images: libopenslide-dev, with libclang-dev and
-# pkg-config to build its binding). As root, or through sudo.
+# pkg-config to build its binding), and libtiff's tools (a test tiles a TIFF with tiffcp). As root,
+# or through sudo.
 set -euo pipefail
 
-packages=(chromium libopenslide-dev libclang-dev pkg-config)
+packages=(chromium libopenslide-dev libclang-dev pkg-config libtiff-tools)
 if dpkg -s "${packages[@]}" >/dev/null 2>&1; then
   exit 0
 fi

@@ -4,7 +4,8 @@
 //! 1. Tissue: a grey view of the image (every `k`-th pixel, so that its longer side is at most
 //!    [`TISSUE_VIEW_PX`]; black "no data" pixels read as white) and OMG-Net's background rule
 //!    ([`mitoscope_core::TissueMask`]); tiles with less than `min_tissue_fraction` tissue are
-//!    skipped.
+//!    skipped. The tissue area reported is measured on the same view with
+//!    [`TissueMask::not_glass`]: the pixels of the analysed tiles that are not white glass.
 //! 2. Tiles of `tile_size` overlapping by `tile_overlap` ([`mitoscope_core::TileGrid`]). The
 //!    tile size is the model's input size, so a tile is never resized; a tile that sticks out
 //!    of a small image is padded with white (no stain, so no seeds and no nuclei there), and
@@ -73,26 +74,58 @@ pub struct ImageProposals {
     pub tiles_analysed: usize,
     /// Area owned by the analysed tiles, in pixels (the image area when every tile has tissue).
     pub analysed_pixels: u64,
+    /// Tissue in the area owned by the analysed tiles, in pixels: those not white glass.
+    pub tissue_pixels: f64,
+    /// Which pixels of the image are tissue, for the area ([`TissueMask::not_glass`]).
+    pub tissue: TissueMask,
     /// Masks passing each step, summed over the tiles.
     pub counts: ProposalCounts,
 }
 
 impl ImageProposals {
-    /// The analysed area in mm^2 at `microns_per_pixel`.
+    /// The area owned by the analysed tiles, in mm^2 at `microns_per_pixel`.
     pub fn analysed_mm2(&self, microns_per_pixel: f64) -> f64 {
         self.analysed_pixels as f64 * microns_per_pixel * microns_per_pixel * 1e-6
     }
+
+    /// The tissue area analysed, in mm^2 at `microns_per_pixel`: what counts are divided by.
+    pub fn tissue_mm2(&self, microns_per_pixel: f64) -> f64 {
+        self.tissue_pixels * microns_per_pixel * microns_per_pixel * 1e-6
+    }
 }
 
-/// The tiles of `image` and which of them hold enough tissue.
+/// The tiles of an image, which of them hold enough tissue, and the image's tissue for the
+/// area.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TissueTiles {
+    /// The tiles.
+    pub grid: TileGrid,
+    /// Indices of the tiles to analyse.
+    pub kept: Vec<usize>,
+    /// Which pixels are tissue, for the area ([`TissueMask::not_glass`]).
+    pub tissue: TissueMask,
+}
+
+impl TissueTiles {
+    /// Tissue pixels in the area `tile` owns.
+    pub fn owned_tissue(&self, tile: &Tile) -> f64 {
+        owned_tissue(&self.tissue, tile, [0, 0])
+    }
+}
+
+/// Tissue pixels in the area `tile` owns, the tile lying at `offset` in `tissue`'s image.
+pub fn owned_tissue(tissue: &TissueMask, tile: &Tile, [dx, dy]: [u32; 2]) -> f64 {
+    let [x0, y0, x1, y1] = tile.owned;
+    let area = f64::from(x1 - x0) * f64::from(y1 - y0);
+    area * tissue.fraction(dx + x0, dy + y0, x1 - x0, y1 - y0)
+}
+
+/// The tiles of `image`, which of them hold enough tissue, and its tissue for the area.
 ///
 /// # Errors
 ///
 /// [`ModelError::InvalidInput`] for an image the tiling refuses (empty, too many tiles).
-pub fn tissue_tiles(
-    image: &RgbImage,
-    settings: &ProposalSettings,
-) -> Result<(TileGrid, Vec<usize>)> {
+pub fn tissue_tiles(image: &RgbImage, settings: &ProposalSettings) -> Result<TissueTiles> {
     let invalid = |err: mitoscope_core::Error| ModelError::InvalidInput(err.to_string());
     let (width, height) = (size(image.width)?, size(image.height)?);
     let grid = TileGrid::from_settings(width, height, settings).map_err(invalid)?;
@@ -129,7 +162,8 @@ pub fn tissue_tiles(
         })
         .map(|(i, _)| i)
         .collect();
-    Ok((grid, kept))
+    let tissue = TissueMask::not_glass(&grey, settings, step as f64).map_err(invalid)?;
+    Ok(TissueTiles { grid, kept, tissue })
 }
 
 /// A dimension as `u32`.
@@ -200,7 +234,8 @@ pub fn propose_image(
             settings.tile_size
         )));
     }
-    let (grid, kept) = tissue_tiles(image, settings)?;
+    let tiles = tissue_tiles(image, settings)?;
+    let (grid, kept) = (&tiles.grid, &tiles.kept);
     let (width, height) = (grid.width(), grid.height());
     let _span = tracing::info_span!("propose_image", width, height, tiles = kept.len()).entered();
 
@@ -209,6 +244,8 @@ pub fn propose_image(
         tiles_total: grid.tiles().len(),
         tiles_analysed: kept.len(),
         analysed_pixels: 0,
+        tissue_pixels: 0.0,
+        tissue: tiles.tissue.clone(),
         counts: ProposalCounts::default(),
     };
     for (done, &index) in kept.iter().enumerate() {
@@ -216,6 +253,7 @@ pub fn propose_image(
         let tile = grid.tiles()[index];
         let [ox0, oy0, ox1, oy1] = tile.owned;
         result.analysed_pixels += u64::from(ox1 - ox0) * u64::from(oy1 - oy0);
+        result.tissue_pixels += tiles.owned_tissue(&tile);
 
         let pixels = tile_pixels(image, &tile, side);
         let embedding = sam.embed(&pixels);

@@ -4,6 +4,11 @@
 //! as `0.2989 R + 0.5870 G + 0.1140 B`, the background level as the minimum of the mean of a
 //! 30 px border and 240, and tissue as the pixels strictly darker than that level. The fraction
 //! of tissue under a tile (step 4 there) is [`TissueMask::fraction`].
+//!
+//! That level chooses tiles well but measures area badly: on a field that is tissue to its
+//! border, the border's mean is the tissue's own grey and only the darker half of the tissue
+//! falls below it. The tissue area of a count is measured instead with [`TissueMask::not_glass`]:
+//! every pixel darker than the cap (240), i.e. everything but white glass.
 
 use crate::mask::{BinaryMask, Grid, check_rgb};
 use crate::settings::ProposalSettings;
@@ -84,13 +89,32 @@ impl TissueMask {
     ///
     /// [`Error::InvalidSetting`] when `downsample` is not finite and positive.
     pub fn detect(grey: &GreyImage, settings: &ProposalSettings, downsample: f64) -> Result<Self> {
+        let level = background_level(grey, settings.tissue_border_px, settings.background_cap);
+        Self::below(grey, level, downsample)
+    }
+
+    /// The pixels of `grey` that are not white glass: darker than `settings.background_cap`,
+    /// whatever the border. This is the mask the tissue area of a count is measured on.
+    ///
+    /// # Errors
+    ///
+    /// As [`TissueMask::detect`].
+    pub fn not_glass(
+        grey: &GreyImage,
+        settings: &ProposalSettings,
+        downsample: f64,
+    ) -> Result<Self> {
+        Self::below(grey, settings.background_cap, downsample)
+    }
+
+    /// The pixels of `grey` strictly darker than `level`.
+    fn below(grey: &GreyImage, level: f64, downsample: f64) -> Result<Self> {
         if !downsample.is_finite() || downsample <= 0.0 {
             return Err(Error::InvalidSetting {
                 name: "downsample",
                 reason: "must be finite and positive",
             });
         }
-        let level = background_level(grey, settings.tissue_border_px, settings.background_cap);
         let data = grey.data().iter().map(|&v| v < level).collect();
         let mask = Grid::new(grey.width(), grey.height(), data)?;
         Ok(Self {
@@ -98,6 +122,18 @@ impl TissueMask {
             downsample,
             level,
         })
+    }
+
+    /// Whether the full-resolution point `(x, y)` falls on a tissue pixel of the view; points
+    /// outside the view are not tissue.
+    pub fn contains(&self, x: f64, y: f64) -> bool {
+        let (col, row) = (x / self.downsample, y / self.downsample);
+        if !(col >= 0.0 && row >= 0.0) {
+            return false;
+        }
+        // Float-to-int casts saturate: far points land outside the view.
+        let (col, row) = (col.floor() as u32, row.floor() as u32);
+        self.mask.get(col, row).is_some_and(|&v| v)
     }
 
     /// The tissue mask on the low-resolution view.
@@ -149,6 +185,35 @@ impl TissueMask {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_area_mask_keeps_everything_but_glass() {
+        // A field that is tissue to its border: grey 150 and 200, no glass. The background
+        // rule puts the level at the border's mean and keeps only the darker half; the area
+        // mask keeps all of it, and drops only a glass-white pixel.
+        let mut values = vec![150.0; 100 * 100];
+        for (i, v) in values.iter_mut().enumerate() {
+            if (i / 100 + i % 100) % 2 == 0 {
+                *v = 200.0;
+            }
+        }
+        values[0] = 250.0;
+        let grey = Grid::new(100, 100, values).unwrap();
+        let settings = ProposalSettings::default();
+        let rule = TissueMask::detect(&grey, &settings, 4.0).unwrap();
+        assert!(rule.fraction(0, 0, 400, 400) < 0.51);
+        let area = TissueMask::not_glass(&grey, &settings, 4.0).unwrap();
+        assert_eq!(area.fraction(0, 0, 400, 400), 9999.0 / 10000.0);
+        assert_eq!(area.level(), 240.0);
+        // `contains` in full-resolution pixels: the glass pixel covers [0, 4) x [0, 4).
+        assert!(!area.contains(3.9, 3.9));
+        assert!(area.contains(4.0, 0.0));
+        assert!(area.contains(399.9, 399.9));
+        assert!(!area.contains(400.0, 10.0));
+        assert!(!area.contains(-0.1, 10.0));
+        assert!(!area.contains(f64::NAN, 10.0));
+        assert!(!area.contains(1e30, 10.0));
+    }
 
     #[test]
     fn grey_uses_the_reference_weights() {

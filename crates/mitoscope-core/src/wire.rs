@@ -157,7 +157,8 @@ pub enum JobEvent {
         proposals: usize,
         /// Tiles analysed.
         tiles_analysed: usize,
-        /// The analysed tissue area in square millimetres.
+        /// The analysed tissue area in square millimetres: the pixels of the analysed tiles that
+        /// are not white glass.
         analysed_mm2: f64,
         /// Wall time from the job's start to its end, in milliseconds.
         elapsed_ms: u64,

@@ -154,10 +154,14 @@ pub fn analyse(
         .iter()
         .map(|f| box_centre(&f.mask.bbox))
         .collect();
-    let tissue_area_mm2 = found.analysed_pixels as f64 * mpp * mpp * 1e-6;
+    let tissue_area_mm2 = found.tissue_pixels * mpp * mpp * 1e-6;
     let count = found.figures.len();
     let densities = Densities::new(count, tissue_area_mm2, settings.hpf_area_mm2);
-    let hotspot = hotspot(&centres, mpp, settings.hotspot_area_mm2);
+    let on_tissue = |[x, y]: [f64; 2]| match &found.tissue {
+        Some((mask, [dx, dy])) => mask.contains(x - f64::from(*dx), y - f64::from(*dy)),
+        None => true,
+    };
+    let hotspot = hotspot(&centres, mpp, settings.hotspot_area_mm2, on_tissue);
 
     // The files, rendered before anything is replaced.
     let kind = match picture {

@@ -14,6 +14,11 @@
 //! sweep finds lies on a boundary; it is then moved to the mean of the points inside when the
 //! circle there holds at least as many, which puts it in the middle of the cluster. The count
 //! reported is always a direct count at the centre reported.
+//!
+//! The centre must lie on tissue: `allowed(centre)` says where it may go. The sweep then keeps
+//! the best angle whose centre is allowed (the angles tried are the intervals' ends), and the
+//! circles centred on the points themselves are candidates too, so that a detection on tissue
+//! always gives a hotspot. Where nothing is allowed, the hotspot is the unrestricted one.
 
 use std::collections::HashMap;
 use std::f64::consts::TAU;
@@ -34,8 +39,25 @@ const TOLERANCE: f64 = 1e-9;
 /// radius that is not a positive finite number. Points that are not finite are ignored.
 ///
 /// Ties go to the circle found first: through the earliest point in `points`, at the smallest
-/// angle from it.
-pub fn densest_circle(points: &[[f64; 2]], radius: f64) -> Option<Hotspot> {
+/// angle from it. The centre is one where `allowed` holds, where there is such a candidate.
+pub fn densest_circle(
+    points: &[[f64; 2]],
+    radius: f64,
+    allowed: impl Fn([f64; 2]) -> bool,
+) -> Option<Hotspot> {
+    let restricted = densest(points, radius, &allowed);
+    match restricted {
+        Some(_) => restricted,
+        None => densest(points, radius, &|_| true),
+    }
+}
+
+/// [`densest_circle`] among the allowed centres; `None` where no candidate is allowed.
+fn densest(
+    points: &[[f64; 2]],
+    radius: f64,
+    allowed: &dyn Fn([f64; 2]) -> bool,
+) -> Option<Hotspot> {
     if !(radius.is_finite() && radius > 0.0) {
         return None;
     }
@@ -94,32 +116,46 @@ pub fn densest_circle(points: &[[f64; 2]], radius: f64) -> Option<Hotspot> {
         }
         // By angle; at the same angle, entries before exits, so touching intervals overlap.
         events.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
+        let at_angle = |angle: f64| [p[0] + radius * angle.cos(), p[1] + radius * angle.sin()];
         let mut count = inside_at_zero as i64;
-        let (mut top, mut angle) = (count, 0.0);
+        let mut top: Option<(i64, [f64; 2])> = None;
+        if allowed(at_angle(0.0)) {
+            top = Some((count, at_angle(0.0)));
+        }
         for &(at, change) in &events {
             count += i64::from(change);
-            if count > top {
-                (top, angle) = (count, at);
+            if top.is_none_or(|(n, _)| count > n) && allowed(at_angle(at)) {
+                top = Some((count, at_angle(at)));
             }
         }
-        let top = top.max(0) as usize;
-        if best.is_none_or(|(n, _)| top > n) {
-            let centre = [
-                p[0] + radius * f64::cos(angle),
-                p[1] + radius * f64::sin(angle),
-            ];
-            best = Some((top, centre));
+        // The circle centred on `p` itself.
+        if allowed(p) {
+            let n = count_within(&points, p, reach) as i64;
+            if top.is_none_or(|(t, _)| n > t) {
+                top = Some((n, p));
+            }
+        }
+        if let Some((n, centre)) = top {
+            let n = n.max(0) as usize;
+            if best.is_none_or(|(b, _)| n > b) {
+                best = Some((n, centre));
+            }
         }
     }
 
     let (_, centre) = best?;
     let count = count_within(&points, centre, reach);
     let hotspot = Hotspot { centre, count };
-    Some(recentred(&points, hotspot, reach))
+    Some(recentred(&points, hotspot, reach, allowed))
 }
 
 /// `hotspot` moved to the mean of its points when the circle there holds at least as many.
-fn recentred(points: &[[f64; 2]], hotspot: Hotspot, reach: f64) -> Hotspot {
+fn recentred(
+    points: &[[f64; 2]],
+    hotspot: Hotspot,
+    reach: f64,
+    allowed: &dyn Fn([f64; 2]) -> bool,
+) -> Hotspot {
     let inside: Vec<[f64; 2]> = points
         .iter()
         .copied()
@@ -134,7 +170,7 @@ fn recentred(points: &[[f64; 2]], hotspot: Hotspot, reach: f64) -> Hotspot {
         inside.iter().map(|p| p[1]).sum::<f64>() / n,
     ];
     let count = count_within(points, mean, reach);
-    if count >= hotspot.count {
+    if count >= hotspot.count && allowed(mean) {
         Hotspot {
             centre: mean,
             count,
@@ -160,17 +196,46 @@ fn distance(a: [f64; 2], b: [f64; 2]) -> f64 {
 mod tests {
     use super::*;
 
+    /// The hotspot with its centre anywhere.
+    fn anywhere(points: &[[f64; 2]], radius: f64) -> Option<Hotspot> {
+        densest_circle(points, radius, |_| true)
+    }
+
+    #[test]
+    fn the_centre_stays_on_tissue() {
+        // Five points around (100, 100) on glass (x > 90 is not allowed), three around (0, 0).
+        let mut points = vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
+        points.extend([
+            [100.0, 100.0],
+            [102.0, 100.0],
+            [98.0, 100.0],
+            [100.0, 103.0],
+        ]);
+        points.push([100.0, 97.0]);
+        let on_tissue = |c: [f64; 2]| c[0] <= 90.0;
+        let h = densest_circle(&points, 5.0, on_tissue).unwrap();
+        assert_eq!(h.count, 3);
+        assert!(on_tissue(h.centre), "{:?}", h.centre);
+        // A centre at the edge of the allowed area reaches into the dense cluster.
+        let edge = |c: [f64; 2]| c[0] <= 96.0;
+        let h = densest_circle(&points, 5.0, edge).unwrap();
+        assert!(edge(h.centre) && h.count >= 3, "{h:?}");
+        // Where nothing is allowed, the hotspot is the unrestricted one.
+        let h = densest_circle(&points, 5.0, |_| false).unwrap();
+        assert_eq!(h.count, 5);
+    }
+
     #[test]
     fn nothing_to_count_gives_no_hotspot() {
-        assert_eq!(densest_circle(&[], 10.0), None);
-        assert_eq!(densest_circle(&[[0.0, 0.0]], 0.0), None);
-        assert_eq!(densest_circle(&[[0.0, 0.0]], f64::NAN), None);
-        assert_eq!(densest_circle(&[[f64::NAN, 0.0]], 1.0), None);
+        assert_eq!(anywhere(&[], 10.0), None);
+        assert_eq!(anywhere(&[[0.0, 0.0]], 0.0), None);
+        assert_eq!(anywhere(&[[0.0, 0.0]], f64::NAN), None);
+        assert_eq!(anywhere(&[[f64::NAN, 0.0]], 1.0), None);
     }
 
     #[test]
     fn a_single_detection_is_its_own_hotspot() {
-        let h = densest_circle(&[[5.0, 7.0]], 3.0).unwrap();
+        let h = anywhere(&[[5.0, 7.0]], 3.0).unwrap();
         assert_eq!(h.count, 1);
         assert_eq!(h.centre, [5.0, 7.0]);
     }
@@ -186,7 +251,7 @@ mod tests {
             [100.0, 103.0],
             [100.0, 97.0],
         ]);
-        let h = densest_circle(&points, 5.0).unwrap();
+        let h = anywhere(&points, 5.0).unwrap();
         assert_eq!(h.count, 5);
         // Recentred on the cluster's mean.
         assert!((h.centre[0] - 100.0).abs() < 1e-9 && (h.centre[1] - 100.0).abs() < 1e-9);
@@ -195,10 +260,10 @@ mod tests {
     #[test]
     fn points_a_diameter_apart_fit_and_farther_ones_do_not() {
         // Radius 1: two points 2 apart touch the circle centred between them.
-        let h = densest_circle(&[[0.0, 0.0], [2.0, 0.0]], 1.0).unwrap();
+        let h = anywhere(&[[0.0, 0.0], [2.0, 0.0]], 1.0).unwrap();
         assert_eq!(h.count, 2);
         assert!((h.centre[0] - 1.0).abs() < 1e-9 && h.centre[1].abs() < 1e-9);
-        let h = densest_circle(&[[0.0, 0.0], [2.001, 0.0]], 1.0).unwrap();
+        let h = anywhere(&[[0.0, 0.0], [2.001, 0.0]], 1.0).unwrap();
         assert_eq!(h.count, 1);
     }
 
@@ -206,9 +271,9 @@ mod tests {
     fn a_row_of_points_counts_those_within_a_diameter() {
         // Points every 1.0 along x; radius 2.5 covers a diameter of 5: six points (0..=5).
         let points: Vec<[f64; 2]> = (0..20).map(|i| [f64::from(i), 0.0]).collect();
-        assert_eq!(densest_circle(&points, 2.5).unwrap().count, 6);
+        assert_eq!(anywhere(&points, 2.5).unwrap().count, 6);
         // Radius 2.4: a diameter of 4.8 covers five.
-        assert_eq!(densest_circle(&points, 2.4).unwrap().count, 5);
+        assert_eq!(anywhere(&points, 2.4).unwrap().count, 5);
     }
 
     #[test]
@@ -220,19 +285,19 @@ mod tests {
             [-0.5, 3f64.sqrt() / 2.0],
             [-0.5, -(3f64.sqrt()) / 2.0],
         ];
-        let h = densest_circle(&points, 1.0).unwrap();
+        let h = anywhere(&points, 1.0).unwrap();
         assert_eq!(h.count, 3);
         assert!(
             h.centre[0].abs() < 1e-6 && h.centre[1].abs() < 1e-6,
             "{h:?}"
         );
         // A hair smaller, two at most.
-        assert_eq!(densest_circle(&points, 0.999).unwrap().count, 2);
+        assert_eq!(anywhere(&points, 0.999).unwrap().count, 2);
     }
 
     #[test]
     fn coincident_points_all_count() {
-        let h = densest_circle(&[[3.0, 3.0], [3.0, 3.0], [3.0, 3.0], [50.0, 50.0]], 1.0).unwrap();
+        let h = anywhere(&[[3.0, 3.0], [3.0, 3.0], [3.0, 3.0], [50.0, 50.0]], 1.0).unwrap();
         assert_eq!(h.count, 3);
     }
 
@@ -274,7 +339,7 @@ mod tests {
             let n = 2 + case % 40;
             let points: Vec<[f64; 2]> = (0..n).map(|_| [next() * 100.0, next() * 60.0]).collect();
             let radius = 3.0 + next() * 25.0;
-            let h = densest_circle(&points, radius).unwrap();
+            let h = anywhere(&points, radius).unwrap();
             assert_eq!(
                 h.count,
                 brute_force(&points, radius),

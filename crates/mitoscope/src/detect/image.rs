@@ -75,5 +75,7 @@ pub fn detect_image(
         tiles_total: proposed.tiles_total,
         tiles_analysed: proposed.tiles_analysed,
         analysed_pixels: proposed.analysed_pixels,
+        tissue_pixels: proposed.tissue_pixels,
+        tissue: Some((proposed.tissue, [dx, dy])),
     })
 }

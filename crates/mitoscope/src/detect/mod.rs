@@ -27,7 +27,7 @@ use burn::prelude::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use mitoscope_core::density::DEFAULT_THRESHOLD;
 use mitoscope_core::export::{Detection, GeometryKind};
-use mitoscope_core::{BoxRle, ProposalSettings, crop};
+use mitoscope_core::{BoxRle, ProposalSettings, TissueMask, crop};
 use mitoscope_models::ensemble::{EMBEDDED, Ensemble};
 use mitoscope_models::sam::Sam;
 use mitoscope_models::sam::embedded::LITE_MEDSAM_SHA256;
@@ -135,6 +135,11 @@ pub struct Found {
     pub tiles_analysed: usize,
     /// Pixels owned by the analysed tiles.
     pub analysed_pixels: u64,
+    /// Tissue (not white glass) in the pixels owned by the analysed tiles.
+    pub tissue_pixels: f64,
+    /// Which pixels are tissue, and where the mask's image lies in the input's full-resolution
+    /// pixels (a region's corner); the hotspot's centre is kept on it.
+    pub tissue: Option<(TissueMask, [u32; 2])>,
 }
 
 /// The settings every input of a run shares, and their fingerprint for the skip rule.

@@ -21,7 +21,7 @@ use mitoscope_core::seeds::NO_DATA_MAX;
 use mitoscope_core::tissue::grey_from_rgb;
 use mitoscope_core::{BoxCentre, CROP, TileGrid, TissueMask, owns};
 use mitoscope_io::slide::{Overview, Slide};
-use mitoscope_models::pipeline::{TISSUE_VIEW_PX, padded_tile};
+use mitoscope_models::pipeline::{TISSUE_VIEW_PX, owned_tissue, padded_tile};
 use mitoscope_models::proposals::{propose_counted, tile_prompts};
 
 use mitoscope_core::export::Detection;
@@ -80,7 +80,7 @@ pub fn detect_slide(
     }
 
     // Tissue on the overview; tiles of the analysed rectangle.
-    let tissue = tissue_mask(view, settings)?;
+    let (tissue, not_glass) = tissue_masks(view, settings)?;
     let grid = TileGrid::from_settings(rw, rh, settings)?;
     let kept: Vec<_> = grid
         .tiles()
@@ -98,11 +98,14 @@ pub fn detect_slide(
         tiles_total: grid.tiles().len(),
         tiles_analysed: kept.len(),
         analysed_pixels: 0,
+        tissue_pixels: 0.0,
+        tissue: None,
     };
     let margin = CROP / 2;
     for (done, tile) in kept.iter().enumerate() {
         let [ox0, oy0, ox1, oy1] = tile.owned;
         found.analysed_pixels += u64::from(ox1 - ox0) * u64::from(oy1 - oy0);
+        found.tissue_pixels += owned_tissue(&not_glass, tile, [rx, ry]);
 
         // The tile in slide pixels, and around it the margin its crops need.
         let (tx, ty) = (rx + tile.x, ry + tile.y);
@@ -146,12 +149,16 @@ pub fn detect_slide(
         }
         on_tile(done + 1, kept.len());
     }
+    found.tissue = Some((not_glass, [0, 0]));
     Ok(found)
 }
 
-/// The tissue mask of the overview: black "no data" pixels count as white glass, as the
-/// pipeline counts them.
-fn tissue_mask(view: &Overview, settings: &mitoscope_core::ProposalSettings) -> Result<TissueMask> {
+/// The tissue masks of the overview, the tiles' (OMG-Net's rule) and the area's (not glass):
+/// black "no data" pixels count as white glass, as the pipeline counts them.
+fn tissue_masks(
+    view: &Overview,
+    settings: &mitoscope_core::ProposalSettings,
+) -> Result<(TissueMask, TissueMask)> {
     let mut rgb = view.rgb.clone();
     for pixel in rgb.chunks_exact_mut(3) {
         if pixel.iter().all(|&c| c <= NO_DATA_MAX) {
@@ -159,7 +166,10 @@ fn tissue_mask(view: &Overview, settings: &mitoscope_core::ProposalSettings) -> 
         }
     }
     let grey = grey_from_rgb(&rgb, view.width, view.height)?;
-    Ok(TissueMask::detect(&grey, settings, view.downsample)?)
+    Ok((
+        TissueMask::detect(&grey, settings, view.downsample)?,
+        TissueMask::not_glass(&grey, settings, view.downsample)?,
+    ))
 }
 
 #[cfg(test)]
@@ -191,7 +201,7 @@ mod tests {
             tissue_border_px: 5,
             ..Default::default()
         };
-        let tissue = tissue_mask(&view, &settings).unwrap();
+        let (tissue, _) = tissue_masks(&view, &settings).unwrap();
         // The black band is not tissue; the square is (100 view pixels of 1600).
         assert_eq!(tissue.fraction(0, 0, 80, 400), 0.0);
         assert_eq!(tissue.fraction(150, 150, 100, 100), 1.0);

@@ -32,15 +32,22 @@ pub struct HotspotSummary {
     pub count: usize,
 }
 
-/// The circle of `area_mm2` holding the most of `centres_px` (full-resolution pixels) at `mpp`;
-/// `None` without detections. See [`super::hotspot`] for the method.
-pub fn hotspot(centres_px: &[[f64; 2]], mpp: f64, area_mm2: f64) -> Option<HotspotSummary> {
+/// The circle of `area_mm2` holding the most of `centres_px` (full-resolution pixels) at `mpp`,
+/// its centre where `on_tissue(centre_px)` holds; `None` without detections. See
+/// [`super::hotspot`] for the method.
+pub fn hotspot(
+    centres_px: &[[f64; 2]],
+    mpp: f64,
+    area_mm2: f64,
+    on_tissue: impl Fn([f64; 2]) -> bool,
+) -> Option<HotspotSummary> {
     let radius_um = (area_mm2 * UM2_PER_MM2 / std::f64::consts::PI).sqrt();
     let points: Vec<[f64; 2]> = centres_px
         .iter()
         .map(|&[x, y]| [x * mpp, y * mpp])
         .collect();
-    let Hotspot { centre, count } = densest_circle(&points, radius_um)?;
+    let Hotspot { centre, count } =
+        densest_circle(&points, radius_um, |[x, y]| on_tissue([x / mpp, y / mpp]))?;
     Some(HotspotSummary {
         area_mm2,
         radius_um,
@@ -151,7 +158,7 @@ mod tests {
             [2000.0, 2500.0],
             [21000.0, 1000.0],
         ];
-        let h = hotspot(&centres, 0.25, 1.0).unwrap();
+        let h = hotspot(&centres, 0.25, 1.0, |_| true).unwrap();
         assert_eq!(h.count, 3);
         assert!((h.radius_um - 564.189_583_5).abs() < 1e-6);
         assert!((h.radius_px - 4.0 * h.radius_um).abs() < 1e-9);
@@ -160,8 +167,8 @@ mod tests {
             assert!((c[0] - x).hypot(c[1] - y) <= h.radius_px + 1e-6);
         }
         // 0.01 mm^2 (radius 225.7 px at 0.25 um/px): no two of them fit.
-        assert_eq!(hotspot(&centres, 0.25, 0.01).unwrap().count, 1);
-        assert_eq!(hotspot(&[], 0.25, 2.0), None);
+        assert_eq!(hotspot(&centres, 0.25, 0.01, |_| true).unwrap().count, 1);
+        assert_eq!(hotspot(&[], 0.25, 2.0, |_| true), None);
     }
 
     #[test]

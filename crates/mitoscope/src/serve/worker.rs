@@ -307,7 +307,7 @@ fn run_job(
         Err(err) => return fail(ApiError::new(400, "unreadable_image", err.to_string())),
     };
     let (grid, kept) = match tissue_tiles(&rgb, settings) {
-        Ok(tiles) => tiles,
+        Ok(tiles) => (tiles.grid, tiles.kept),
         Err(err) => return fail(ApiError::new(400, "unusable_image", err.to_string())),
     };
     tracing::info!(
@@ -360,7 +360,7 @@ fn run_job(
             let event = JobEvent::Done {
                 proposals: sent,
                 tiles_analysed: done.tiles_analysed,
-                analysed_mm2: done.analysed_mm2(mpp),
+                analysed_mm2: done.tissue_mm2(mpp),
                 elapsed_ms: started.elapsed().as_millis() as u64,
             };
             if runtime

@@ -24,9 +24,11 @@ pub fn shared_data(relative: &str) -> Option<PathBuf> {
 }
 
 /// Runs the `mitoscope` binary with `args` and echoes what it printed (shown when a test fails).
+/// Freed memory is kept for reuse, as README.md recommends for batches.
 pub fn mitoscope(args: &[&str]) -> Output {
     let output = Command::new(env!("CARGO_BIN_EXE_mitoscope"))
         .args(args)
+        .env("MIMALLOC_PURGE_DELAY", "-1")
         .output()
         .expect("run mitoscope");
     eprintln!(
