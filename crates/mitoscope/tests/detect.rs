@@ -519,7 +519,7 @@ fn detects_on_the_whole_svs_slide_and_the_whole_png() {
     );
 }
 
-/// A generic tiled TIFF (no vendor's format: what `vips tiffsave --tile` or QuPath export),
+/// A generic tiled TIFF (no vendor's format, as `vips tiffsave --tile` writes one),
 /// made here from 600 x 500 px of the PNG with libtiff's `tiffcp` (256 px JPEG tiles) and read
 /// through OpenSlide's `generic-tiff` driver.
 #[cfg(feature = "openslide")]

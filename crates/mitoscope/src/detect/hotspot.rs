@@ -201,17 +201,23 @@ mod tests {
         densest_circle(points, radius, |_| true)
     }
 
-    #[test]
-    fn the_centre_stays_on_tissue() {
-        // Five points around (100, 100) on glass (x > 90 is not allowed), three around (0, 0).
+    /// Three points around (0, 0) and five around (100, 100).
+    fn two_clusters() -> Vec<[f64; 2]> {
         let mut points = vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
         points.extend([
             [100.0, 100.0],
             [102.0, 100.0],
             [98.0, 100.0],
             [100.0, 103.0],
+            [100.0, 97.0],
         ]);
-        points.push([100.0, 97.0]);
+        points
+    }
+
+    #[test]
+    fn the_centre_stays_on_tissue() {
+        // The cluster of five lies on glass (x > 90 is not allowed).
+        let points = two_clusters();
         let on_tissue = |c: [f64; 2]| c[0] <= 90.0;
         let h = densest_circle(&points, 5.0, on_tissue).unwrap();
         assert_eq!(h.count, 3);
@@ -242,15 +248,7 @@ mod tests {
 
     #[test]
     fn the_larger_of_two_clusters_wins() {
-        // Three points around (0, 0) and five around (100, 100); radius 5.
-        let mut points = vec![[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]];
-        points.extend([
-            [100.0, 100.0],
-            [102.0, 100.0],
-            [98.0, 100.0],
-            [100.0, 103.0],
-            [100.0, 97.0],
-        ]);
+        let points = two_clusters();
         let h = anywhere(&points, 5.0).unwrap();
         assert_eq!(h.count, 5);
         // Recentred on the cluster's mean.
