@@ -106,13 +106,6 @@ pub struct TissueTiles {
     pub tissue: TissueMask,
 }
 
-impl TissueTiles {
-    /// Tissue pixels in the area `tile` owns.
-    pub fn owned_tissue(&self, tile: &Tile) -> f64 {
-        owned_tissue(&self.tissue, tile, [0, 0])
-    }
-}
-
 /// Tissue pixels in the area `tile` owns, the tile lying at `offset` in `tissue`'s image.
 pub fn owned_tissue(tissue: &TissueMask, tile: &Tile, [dx, dy]: [u32; 2]) -> f64 {
     let [x0, y0, x1, y1] = tile.owned;
@@ -234,8 +227,7 @@ pub fn propose_image(
             settings.tile_size
         )));
     }
-    let tiles = tissue_tiles(image, settings)?;
-    let (grid, kept) = (&tiles.grid, &tiles.kept);
+    let TissueTiles { grid, kept, tissue } = tissue_tiles(image, settings)?;
     let (width, height) = (grid.width(), grid.height());
     let _span = tracing::info_span!("propose_image", width, height, tiles = kept.len()).entered();
 
@@ -245,7 +237,7 @@ pub fn propose_image(
         tiles_analysed: kept.len(),
         analysed_pixels: 0,
         tissue_pixels: 0.0,
-        tissue: tiles.tissue.clone(),
+        tissue,
         counts: ProposalCounts::default(),
     };
     for (done, &index) in kept.iter().enumerate() {
@@ -253,7 +245,7 @@ pub fn propose_image(
         let tile = grid.tiles()[index];
         let [ox0, oy0, ox1, oy1] = tile.owned;
         result.analysed_pixels += u64::from(ox1 - ox0) * u64::from(oy1 - oy0);
-        result.tissue_pixels += tiles.owned_tissue(&tile);
+        result.tissue_pixels += owned_tissue(&result.tissue, &tile, [0, 0]);
 
         let pixels = tile_pixels(image, &tile, side);
         let embedding = sam.embed(&pixels);
