@@ -4,6 +4,14 @@
 //! Pure Rust (no browser types), so that it is unit-tested natively. The exports are exactly
 //! those of `mitoscope detect`: [`detections_geojson`] with [`GeometryKind::Polygon`] and
 //! [`detections_csv`].
+//!
+//! As `mitoscope detect` does, a proposal above the threshold within
+//! [`REPEAT_RADIUS_UM`] of a surer one is a repeat of the same figure
+//! ([`mitoscope_core::repeats`](mod@mitoscope_core::repeats)): it is neither counted nor listed.
+//! Rejected proposals hide nothing (rejecting one shows the repeats it hid); accepted ones hide
+//! their undecided neighbours and always count.
+
+use std::collections::HashSet;
 
 use mitoscope_core::BoxRle;
 use mitoscope_core::density::{DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD, Densities};
@@ -11,6 +19,7 @@ use mitoscope_core::export::{
     Detection, GeometryKind, box_centre, detections_csv, detections_geojson,
 };
 use mitoscope_core::wire::WireProposal;
+use mitoscope_core::{REPEAT_RADIUS_UM, repeats};
 use serde::Serialize;
 
 /// The pathologist's decision on one object.
@@ -126,25 +135,69 @@ impl Review {
             .is_some_and(|p| f64::from(p) > self.threshold)
     }
 
-    /// Whether `item` counts: accepted, or above the threshold and not rejected.
-    pub fn counts(&self, item: &Item) -> bool {
+    /// The ids of the undecided items above the threshold that repeat a surer item within
+    /// [`REPEAT_RADIUS_UM`]: accepted items first, then by probability; rejected ones take no
+    /// part. None before the pixel size is known.
+    pub fn repeats(&self) -> HashSet<u64> {
+        let Some(mpp) = self.microns_per_pixel else {
+            return HashSet::new();
+        };
+        let candidates: Vec<&Item> = self
+            .items
+            .iter()
+            .filter(|item| match item.decision {
+                Decision::Accepted => true,
+                Decision::Rejected => false,
+                Decision::Undecided => self.above_threshold(item),
+            })
+            .collect();
+        let points: Vec<mitoscope_core::Detection> = candidates
+            .iter()
+            .map(|item| {
+                let [x, y] = item.centre();
+                let p = f64::from(item.probability.unwrap_or(1.0));
+                let score = if item.decision == Decision::Accepted {
+                    2.0 + p
+                } else {
+                    p
+                };
+                mitoscope_core::Detection { x, y, score }
+            })
+            .collect();
+        candidates
+            .iter()
+            .zip(repeats(&points, REPEAT_RADIUS_UM / mpp))
+            .filter(|(item, repeat)| *repeat && item.decision == Decision::Undecided)
+            .map(|(item, _)| item.id)
+            .collect()
+    }
+
+    /// Whether `item` counts, given the [`Review::repeats`]: accepted, or above the threshold,
+    /// undecided and not a repeat.
+    fn counts_given(&self, item: &Item, repeats: &HashSet<u64>) -> bool {
         match item.decision {
             Decision::Accepted => true,
             Decision::Rejected => false,
-            Decision::Undecided => self.above_threshold(item),
+            Decision::Undecided => self.above_threshold(item) && !repeats.contains(&item.id),
         }
     }
 
-    /// The items the review list shows: those that count and those decided on.
+    /// The items the review list shows and the viewer outlines: those that count and those
+    /// decided on.
     pub fn listed(&self) -> impl Iterator<Item = &Item> {
-        self.items
-            .iter()
-            .filter(|item| self.above_threshold(item) || item.decision != Decision::Undecided)
+        let repeats = self.repeats();
+        self.items.iter().filter(move |item| {
+            self.counts_given(item, &repeats) || item.decision != Decision::Undecided
+        })
     }
 
     /// The number of mitotic figures.
     pub fn count(&self) -> usize {
-        self.items.iter().filter(|item| self.counts(item)).count()
+        let repeats = self.repeats();
+        self.items
+            .iter()
+            .filter(|item| self.counts_given(item, &repeats))
+            .count()
     }
 
     /// The count's densities in the analysed tissue, with fields of [`DEFAULT_HPF_AREA_MM2`]
@@ -178,9 +231,10 @@ impl Review {
     /// The counted items as the exports take them, in the server's order. An accepted item not
     /// yet classified is exported with probability 1.
     pub fn detections(&self) -> Vec<Detection> {
+        let repeats = self.repeats();
         self.items
             .iter()
-            .filter(|item| self.counts(item))
+            .filter(|item| self.counts_given(item, &repeats))
             .map(|item| Detection {
                 mask: item.mask.clone(),
                 probability: item.probability.unwrap_or(1.0),
@@ -218,6 +272,7 @@ impl Review {
     /// A summary for tests and scripts: every classified item with its position and
     /// probability, and the counts.
     pub fn summary(&self) -> Summary {
+        let repeats = self.repeats();
         Summary {
             count: self.count(),
             threshold: self.threshold,
@@ -237,7 +292,7 @@ impl Review {
                         x,
                         y,
                         probability,
-                        counted: self.counts(item),
+                        counted: self.counts_given(item, &repeats),
                         decision: item.decision,
                     })
                 })
@@ -302,7 +357,7 @@ mod tests {
     fn review(probabilities: &[f32]) -> Review {
         let mut review = Review::new(0.5);
         let proposals: Vec<_> = (0..probabilities.len() as u64)
-            .map(|id| proposal(id, 10 * id as u32, 20))
+            .map(|id| proposal(id, 100 * id as u32, 20))
             .collect();
         let first = review.add(&proposals).unwrap();
         review.set_probabilities(first, probabilities);
@@ -368,7 +423,7 @@ mod tests {
         assert!(
             r.csv()
                 .unwrap()
-                .starts_with("x,y,probability,area_um2\n11.5,21,")
+                .starts_with("x,y,probability,area_um2\n101.5,21,")
         );
     }
 
@@ -398,6 +453,42 @@ mod tests {
             (summary.detections[1].x, summary.detections[1].y),
             (6.5, 6.0)
         );
+    }
+
+    #[test]
+    fn repeats_of_a_surer_proposal_are_hidden_until_it_is_rejected() {
+        // At 0.25 um/px the radius is 30 px: ids 0-2 lie within 30 px of each other (box
+        // centres 1.5, 21.5 and 31.5), id 3 far away.
+        let mut r = Review::new(0.5);
+        let proposals = [
+            proposal(0, 0, 20),
+            proposal(1, 20, 20),
+            proposal(2, 30, 20),
+            proposal(3, 300, 20),
+        ];
+        let first = r.add(&proposals).unwrap();
+        r.set_probabilities(first, &[0.7, 0.9, 0.6, 0.8]);
+        assert_eq!(r.count(), 4, "no repeats before the pixel size is known");
+        r.microns_per_pixel = Some(0.25);
+        assert_eq!(r.repeats(), HashSet::from([0, 2]));
+        assert_eq!(r.count(), 2);
+        let listed: Vec<u64> = r.listed().map(|item| item.id).collect();
+        assert_eq!(listed, [1, 3]);
+        assert_eq!(r.detections().len(), 2);
+        assert!(!r.summary().detections[0].counted);
+
+        // Rejecting the surest shows the next; accepting a hidden one counts it.
+        r.decide(1, Decision::Rejected);
+        assert_eq!(r.repeats(), HashSet::from([2]));
+        assert_eq!(r.count(), 2);
+        r.decide(2, Decision::Accepted);
+        assert_eq!(r.repeats(), HashSet::from([0]));
+        assert_eq!(r.count(), 2);
+        // Below the threshold nothing is a repeat.
+        r.decide(2, Decision::Undecided);
+        r.threshold = 0.75;
+        assert_eq!(r.repeats(), HashSet::new());
+        assert_eq!(r.count(), 1);
     }
 
     #[test]

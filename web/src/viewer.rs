@@ -179,9 +179,9 @@ pub fn draw(canvas: &HtmlCanvasElement, view: View, review: &Review, selected: O
         let _ = context.draw_image_with_html_canvas_element(&picture.canvas, 0.0, 0.0);
     });
     OUTLINES.with_borrow(|outlines| {
+        let listed: std::collections::HashSet<u64> = review.listed().map(|item| item.id).collect();
         for item in &review.items {
-            let listed = review.above_threshold(item) || item.decision != Decision::Undecided;
-            let (Some(rings), true) = (outlines.get(&item.id), listed) else {
+            let (Some(rings), true) = (outlines.get(&item.id), listed.contains(&item.id)) else {
                 continue;
             };
             let (style, dashed) = match item.decision {

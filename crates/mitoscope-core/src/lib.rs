@@ -36,6 +36,8 @@
 //! - [`matching`]: evaluation as the MIDOG challenges count it (detections matched to figures
 //!   within 7.5 um, TP / FP / FN, F1; evalutils `score_detection`), and readers for the MIDOG
 //!   annotation databases and CSV point tables.
+//! - [`repeats`](mod@repeats): one detection per figure, the detections near a surer one
+//!   dropped (not in the reference; see `docs/deviations.md`).
 //! - [`wire`]: the server's streamed messages (proposals with box-relative masks, progress,
 //!   errors), shared by the server, the command-line program and the browser app.
 //!
@@ -99,6 +101,7 @@ pub mod grid;
 pub mod mask;
 pub mod matching;
 pub mod nms;
+pub mod repeats;
 pub mod rle;
 pub mod seeds;
 pub mod settings;
@@ -122,6 +125,7 @@ pub use matching::{
     match_image,
 };
 pub use nms::{box_iou, nms};
+pub use repeats::{REPEAT_RADIUS_UM, repeats};
 pub use rle::{BoxRle, CocoRle};
 pub use seeds::{SeedParams, Seeds, nucleus_seeds, seed_boxes};
 pub use settings::{AreaMeasure, PromptMode, ProposalSettings};

@@ -13,7 +13,9 @@
 //!    annotation says what they are;
 //! 3. the detections still left are matched to the annotated look-alikes (TUPAC-16
 //!    non-mitoses, MIDOG 2021 imposters): a matched look-alike is one "called mitotic";
-//! 4. every detection not matched in step 1 or 2 is an FP (look-alikes included).
+//! 4. every detection not matched in step 1 or 2 is an FP (look-alikes included); an FP
+//!    within the radius of an annotated figure is also counted as a repeat (a second detection
+//!    of a figure, often a fragment of it: the two halves of an anaphase).
 //!
 //! The counts are summed per source and overall, at the threshold given and at a sweep of
 //! thresholds (the sweep is for reading, not for choosing the default on the same images).
@@ -26,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use indicatif::{ProgressBar, ProgressStyle};
 use mitoscope_core::matching::{Counts, Detection, MATCH_RADIUS_UM, match_image};
+use mitoscope_core::{REPEAT_RADIUS_UM, repeats};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::{ImageRecord, Split};
@@ -91,6 +94,9 @@ pub struct Tally {
     pub look_alikes: u64,
     /// Look-alikes with a detection (not matched to a figure) within the radius.
     pub look_alikes_called: u64,
+    /// False positives within the radius of an annotated figure: repeats of a figure.
+    #[serde(default)]
+    pub repeats: u64,
 }
 
 impl Tally {
@@ -102,6 +108,7 @@ impl Tally {
         self.near_outside_figures += other.near_outside_figures;
         self.look_alikes += other.look_alikes;
         self.look_alikes_called += other.look_alikes_called;
+        self.repeats += other.repeats;
     }
 
     /// The fraction of look-alikes called mitotic; `None` without look-alikes.
@@ -175,17 +182,33 @@ struct Scored {
 fn tally(scored: &Scored, threshold: f64) -> Result<Tally> {
     let record = &scored.record;
     let radius = MATCH_RADIUS_UM / record.mpp;
-    let detections: Vec<Detection> = scored
+    let above: Vec<Detection> = scored
         .detections
         .iter()
         .filter(|d| d.score > threshold)
         .copied()
+        .collect();
+    let repeat = repeats(&above, REPEAT_RADIUS_UM / record.mpp);
+    let detections: Vec<Detection> = above
+        .into_iter()
+        .zip(repeat)
+        .filter(|(_, repeat)| !repeat)
+        .map(|(d, _)| d)
         .collect();
     let figures = match_image(&detections, &record.figures, radius)?;
     let mut left = unmatched(&detections, &figures.pairs);
     let outside = match_image(&left, &record.outside_figures, radius)?;
     let near_outside = outside.pairs.len() as u64;
     left = unmatched(&left, &outside.pairs);
+    let repeats = left
+        .iter()
+        .filter(|d| {
+            record
+                .figures
+                .iter()
+                .any(|f| (f.x - d.x).hypot(f.y - d.y) <= radius)
+        })
+        .count() as u64;
     let look_alikes = match_image(&left, &record.look_alikes, radius)?;
     Ok(Tally {
         images: 1,
@@ -197,6 +220,7 @@ fn tally(scored: &Scored, threshold: f64) -> Result<Tally> {
         near_outside_figures: near_outside,
         look_alikes: record.look_alikes.len() as u64,
         look_alikes_called: look_alikes.pairs.len() as u64,
+        repeats,
     })
 }
 
@@ -324,8 +348,8 @@ pub fn run(options: &ReportOptions, device: &Device) -> Result<Report> {
 pub fn table(report: &Report) -> String {
     let fmt = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.3}"));
     let mut out = String::from(
-        "| source | images | TP | FP | FN | precision | recall | F1 | look-alikes called |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+        "| source | images | TP | FP | FN | precision | recall | F1 | look-alikes called | FP repeating a figure |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     let line = |row: &Row, first: String| {
         let t = &row.tally;
@@ -340,22 +364,23 @@ pub fn table(report: &Report) -> String {
             )
         };
         format!(
-            "| {first} | {} | {} | {} | {} | {} | {} | {} | {look} |\n",
+            "| {first} | {} | {} | {} | {} | {} | {} | {} | {look} | {} |\n",
             t.images,
             t.counts.tp,
             t.counts.fp,
             t.counts.fn_,
             fmt(row.precision),
             fmt(row.recall),
-            fmt(row.f1)
+            fmt(row.f1),
+            t.repeats
         )
     };
     for row in &report.rows {
         out += &line(row, row.source.clone());
     }
     out += "\nAll sources by threshold:\n\n\
-            | threshold | images | TP | FP | FN | precision | recall | F1 | look-alikes called |\n\
-            |---|---|---|---|---|---|---|---|---|\n";
+            | threshold | images | TP | FP | FN | precision | recall | F1 | look-alikes called | FP repeating a figure |\n\
+            |---|---|---|---|---|---|---|---|---|---|\n";
     for row in &report.sweep {
         out += &line(row, format!("{:.1}", row.threshold));
     }
@@ -419,6 +444,7 @@ mod tests {
                 det(50.0, 50.0, 0.6),  // FP
                 det(88.0, 90.0, 0.4),  // the second figure, below 0.5
                 det(12.0, 88.0, 0.55), // FP, calls the second look-alike
+                det(10.0, 30.0, 0.52), // FP, repeats the first figure
             ],
         };
         let t = tally(&scored, 0.5).unwrap();
@@ -426,18 +452,19 @@ mod tests {
             t.counts,
             Counts {
                 tp: 1,
-                fp: 3,
+                fp: 4,
                 fn_: 1
             }
         );
         assert_eq!(t.near_outside_figures, 1);
+        assert_eq!(t.repeats, 1);
         assert_eq!((t.look_alikes, t.look_alikes_called), (2, 2));
         let t = tally(&scored, 0.3).unwrap();
         assert_eq!(
             t.counts,
             Counts {
                 tp: 2,
-                fp: 3,
+                fp: 4,
                 fn_: 0
             }
         );

@@ -163,6 +163,16 @@ fn results(folder: &Path, stem: &str, points: bool) -> Results {
     assert!((per_2 - 2.0 * per_mm2).abs() < 1e-9 * per_2.max(1.0));
     assert_eq!(summary["settings"]["threshold"], THRESHOLD);
 
+    // One detection per figure: none within the repeat radius of a surer one.
+    let radius_px = summary["settings"]["repeat_radius_um"].as_f64().unwrap() / mpp;
+    assert!(summary["repeats"].is_u64(), "{}", summary["repeats"]);
+    for (i, a) in rows.iter().enumerate() {
+        for b in &rows[i + 1..] {
+            let apart = (a[0] - b[0]).hypot(a[1] - b[1]);
+            assert!(apart > radius_px, "{a:?} and {b:?} are {apart} px apart");
+        }
+    }
+
     // The hotspot: that many figures at its centre, at most the most any circle of its area
     // holds (recomputed from the CSV; the search itself is checked against a brute force in
     // `detect::hotspot`'s unit tests): its centre is kept on tissue, which can cost figures.

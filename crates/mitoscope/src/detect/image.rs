@@ -71,6 +71,7 @@ pub fn detect_image(
         .collect();
     Ok(Found {
         figures,
+        repeats: 0,
         proposals: proposed.proposals.len(),
         tiles_total: proposed.tiles_total,
         tiles_analysed: proposed.tiles_analysed,

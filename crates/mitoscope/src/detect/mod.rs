@@ -67,6 +67,10 @@ pub struct DetectArgs {
     /// A proposal is a mitotic figure when its probability is strictly above this.
     #[arg(long, default_value_t = DEFAULT_THRESHOLD)]
     pub threshold: f64,
+    /// Keep every proposal above the threshold, as OMG-Net does. By default a detection within
+    /// 7.5 um of a surer one is dropped as a repeat of the same figure (docs/detect.md).
+    #[arg(long)]
+    pub keep_repeats: bool,
     /// A published Segment Anything checkpoint (sam_vit_b/l/h .pth) instead of the embedded
     /// LiteMedSAM.
     #[arg(long, value_name = "CHECKPOINT")]
@@ -127,6 +131,8 @@ pub struct Models {
 pub struct Found {
     /// The figures above the threshold, in the order found.
     pub figures: Vec<Detection>,
+    /// Detections above the threshold dropped as repeats of a surer one ([`Found::drop_repeats`]).
+    pub repeats: usize,
     /// Objects proposed (and classified).
     pub proposals: usize,
     /// Tiles of the analysed rectangle.
@@ -142,11 +148,37 @@ pub struct Found {
     pub tissue: Option<(TissueMask, [u32; 2])>,
 }
 
+impl Found {
+    /// Drops the figures within `radius_px` of a surer one (`mitoscope_core::repeats`), keeping
+    /// the others in their order, and counts them in `repeats`.
+    pub fn drop_repeats(&mut self, radius_px: f64) {
+        let points: Vec<mitoscope_core::Detection> = self
+            .figures
+            .iter()
+            .map(|f| {
+                let [x, y] = mitoscope_core::export::box_centre(&f.mask.bbox);
+                mitoscope_core::Detection {
+                    x,
+                    y,
+                    score: f64::from(f.probability),
+                }
+            })
+            .collect();
+        let mut repeat = mitoscope_core::repeats(&points, radius_px).into_iter();
+        let before = self.figures.len();
+        self.figures.retain(|_| !repeat.next().unwrap_or(false));
+        self.repeats += before - self.figures.len();
+    }
+}
+
 /// The settings every input of a run shares, and their fingerprint for the skip rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunSettings {
     /// Probability above which a proposal is a figure.
     pub threshold: f64,
+    /// Detections within this distance (um) of a surer one are dropped as repeats; `None`
+    /// keeps them (`--keep-repeats`).
+    pub repeat_radius_um: Option<f64>,
     /// Pixel size for inputs without one.
     pub mpp: Option<f64>,
     /// Area of one HPF, mm^2.
@@ -385,9 +417,11 @@ fn run_settings(args: &DetectArgs) -> Result<RunSettings> {
     } else {
         GeometryKind::Polygon
     };
+    let repeat_radius_um = (!args.keep_repeats).then_some(mitoscope_core::REPEAT_RADIUS_UM);
     let fingerprint = json!({
         "mitoscope": env!("CARGO_PKG_VERSION"),
         "threshold": args.threshold,
+        "repeat_radius_um": repeat_radius_um,
         "mpp_flag": args.mpp,
         "hpf_area_mm2": args.hpf_area,
         "hotspot_area_mm2": args.hotspot_area,
@@ -398,6 +432,7 @@ fn run_settings(args: &DetectArgs) -> Result<RunSettings> {
     });
     Ok(RunSettings {
         threshold: args.threshold,
+        repeat_radius_um,
         mpp: args.mpp,
         hpf_area_mm2: args.hpf_area,
         hotspot_area_mm2: args.hotspot_area,
@@ -686,5 +721,41 @@ mod tests {
         // A changed setting changes the fingerprint, so a rerun redoes the inputs.
         let other = run_settings(&args(&["--threshold", "0.6"]).unwrap()).unwrap();
         assert_ne!(ok.fingerprint, other.fingerprint);
+        assert_eq!(ok.repeat_radius_um, Some(7.5));
+        let keep = run_settings(&args(&["--keep-repeats"]).unwrap()).unwrap();
+        assert_eq!(keep.repeat_radius_um, None);
+        assert_ne!(
+            keep.fingerprint["repeat_radius_um"],
+            ok.fingerprint["repeat_radius_um"]
+        );
+    }
+
+    #[test]
+    fn repeats_of_a_surer_figure_are_dropped_in_order() {
+        // 3 x 3 boxes whose centres are at x + 1.5: ids by x 0, 20, 200, 25.
+        let figure = |x: u32, probability: f32| Detection {
+            mask: BoxRle {
+                bbox: mitoscope_core::BBox::new(x, 10, x + 2, 12).unwrap(),
+                counts: vec![0, 9],
+            },
+            probability,
+        };
+        let mut found = Found {
+            figures: vec![
+                figure(0, 0.6),
+                figure(20, 0.9),
+                figure(200, 0.55),
+                figure(25, 0.7),
+            ],
+            ..Found::default()
+        };
+        found.drop_repeats(30.0);
+        let kept: Vec<(u32, f32)> = found
+            .figures
+            .iter()
+            .map(|f| (f.mask.bbox.x0(), f.probability))
+            .collect();
+        assert_eq!(kept, [(20, 0.9), (200, 0.55)]);
+        assert_eq!(found.repeats, 2);
     }
 }

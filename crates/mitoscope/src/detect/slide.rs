@@ -94,6 +94,7 @@ pub fn detect_slide(
 
     let mut found = Found {
         figures: Vec::new(),
+        repeats: 0,
         proposals: 0,
         tiles_total: grid.tiles().len(),
         tiles_analysed: kept.len(),
