@@ -107,6 +107,7 @@ fn icpr_crops() -> Vec<LabelledCrop> {
         examples.push(LabelledCrop {
             crop: cut(&rgb, width, height, &mask),
             mitotic_figure: true,
+            hard_negative: false,
         });
     }
 
@@ -135,6 +136,7 @@ fn icpr_crops() -> Vec<LabelledCrop> {
         examples.push(LabelledCrop {
             crop: cut(&rgb, width, height, &mask),
             mitotic_figure: false,
+            hard_negative: false,
         });
     }
     assert_eq!(examples.len(), 2 * PER_CLASS, "crops of both classes");
@@ -203,16 +205,22 @@ fn training_lowers_the_loss_on_real_crops() {
 
 #[test]
 fn a_resumed_run_matches_an_uninterrupted_one() {
+    // Half the crops; every other negative taken for a look-alike, with a share of each batch.
     let examples: Vec<LabelledCrop> = icpr_crops()
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % 2 == 0)
-        .map(|(_, e)| e)
+        .map(|(i, mut e)| {
+            e.hard_negative = !e.mitotic_figure && i % 4 == 0;
+            e
+        })
         .collect();
+    assert!(examples.iter().any(|e| e.hard_negative));
     let config = TrainConfig {
         batch_size: 8,
         max_steps: Some(6),
         seed: 2,
+        hard_negative_share: 0.25,
         ..TrainConfig::default()
     };
     let device = Device::flex();
@@ -396,6 +404,7 @@ fn a_lightning_checkpoint_loads_for_training_and_evaluates_as_pytorch() {
         .map(|(i, crop)| LabelledCrop {
             crop,
             mitotic_figure: i % 2 == 0,
+            hard_negative: false,
         })
         .collect();
     let config = TrainConfig {
@@ -428,6 +437,7 @@ fn seeds_fix_the_initial_network_and_settings_are_checked() {
         .map(|crop| LabelledCrop {
             crop: crop.clone(),
             mitotic_figure: false,
+            hard_negative: false,
         })
         .collect();
     let err = Trainer::new(TrainConfig::default(), examples.clone(), &device)

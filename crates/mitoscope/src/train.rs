@@ -11,11 +11,13 @@
 //!   "data": "../shared/data",
 //!   "out": "target/train-seed0",
 //!   "include_padded": false,
-//!   "training": { "epochs": 40, "batch_size": 64, "seed": 0 }
+//!   "init": "models/weights/classifier_seed0.safetensors",
+//!   "training": { "epochs": 40, "batch_size": 64, "seed": 0, "hard_negative_share": 0.125 }
 //! }
 //! ```
 //!
-//! Relative paths are relative to the configuration file's folder. `training` takes the fields of
+//! `init` (optional) starts from trained weights instead of random ones. Relative paths are
+//! relative to the configuration file's folder. `training` takes the fields of
 //! [`TrainConfig`] (all optional, with its documented defaults).
 //!
 //! Which proposals train: those labelled positive, hard negative or negative (ambiguous ones are
@@ -36,7 +38,9 @@ use burn::tensor::activation::softmax;
 use indicatif::{ProgressBar, ProgressStyle};
 use mitoscope_core::Crop;
 use mitoscope_core::matching::Counts;
-use mitoscope_models::train::{ExportDtype, LabelledCrop, TrainConfig, Trainer};
+use mitoscope_models::train::{
+    ExportDtype, LabelledCrop, TrainConfig, TrainableClassifier, Trainer,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::dataset::Split;
@@ -61,6 +65,10 @@ pub struct TrainFile {
     /// Also use crops that run off their image.
     #[serde(default)]
     pub include_padded: bool,
+    /// Start from these classifier weights (any file `--classifier` takes: safetensors, a
+    /// Lightning checkpoint, a torchvision state dict) instead of random ones: fine-tuning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
     /// The training settings.
     #[serde(default)]
     pub training: TrainConfig,
@@ -83,7 +91,10 @@ impl TrainFile {
             )
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [&mut file.dataset, &mut file.data, &mut file.out] {
+        for p in [&mut file.dataset, &mut file.data, &mut file.out]
+            .into_iter()
+            .chain(file.init.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -132,6 +143,7 @@ pub fn load_examples(file: &TrainFile) -> Result<(Examples, Examples)> {
             side.crops.push(LabelledCrop {
                 crop,
                 mitotic_figure: class == 1,
+                hard_negative: p.label == crate::dataset::Label::HardNegative,
             });
         }
     }
@@ -231,6 +243,11 @@ pub fn run(config: &Path, device: &Device, progress: bool) -> Result<()> {
         }
         eprintln!("resuming at step {}", trainer.step_count());
         trainer
+    } else if let Some(init) = &file.init {
+        let network = TrainableClassifier::load(init, device)
+            .with_context(|| format!("cannot start from {}", init.display()))?;
+        eprintln!("starting from {}", init.display());
+        Trainer::from_network(file.training.clone(), train.crops, network)?
     } else {
         Trainer::new(file.training.clone(), train.crops, device)?
     };

@@ -94,6 +94,35 @@ fn a_short_run_writes_history_checkpoint_and_weights_and_resumes() {
     let refused = mitoscope(&["train", "--config", config.to_str().unwrap()]);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("other training settings"));
+
+    // Fine-tuning: a new run that starts from those weights, look-alikes in every batch.
+    let tune = |init: &str| {
+        let text = serde_json::json!({
+            "dataset": "dataset",
+            "data": data,
+            "out": "tuned",
+            "include_padded": true,
+            "init": init,
+            "training": {
+                "max_steps": 2, "warmup_epochs": 0, "batch_size": 8, "seed": 5,
+                "learning_rate": 1e-4, "hard_negative_share": 0.25
+            }
+        });
+        std::fs::write(&config, text.to_string()).unwrap();
+        mitoscope(&["train", "--config", config.to_str().unwrap()])
+    };
+    let bad = tune("run/history.jsonl");
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("cannot start from"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let tuned = tune("run/classifier.safetensors");
+    let stderr = String::from_utf8_lossy(&tuned.stderr);
+    assert!(tuned.status.success(), "{stderr}");
+    assert!(stderr.contains("starting from"), "{stderr}");
+    let tuned = std::fs::read(dir.path().join("tuned/classifier.safetensors")).unwrap();
+    assert_eq!(tuned.len(), before.len());
+    assert_ne!(tuned, before, "two steps move the weights");
 }
 
 #[test]

@@ -32,6 +32,10 @@ pub struct TrainConfig {
     /// Crops per step: 64. Not published; half are mitotic figures (see
     /// [`super::sampler::BalancedSampler`]).
     pub batch_size: usize,
+    /// The share of each batch drawn from the hard negatives (look-alikes), taken out of the
+    /// negatives' half: 0, the paper's (they are drawn among the other negatives). Any share
+    /// above 0 gives at least one per batch (see [`super::sampler::BalancedSampler`]).
+    pub hard_negative_share: f64,
     /// Epochs: 40, inside the paper's 30-50. An epoch is as many steps as it takes to draw as
     /// many crops as the data set holds.
     pub epochs: u64,
@@ -59,6 +63,7 @@ impl Default for TrainConfig {
             beta2: 0.999,
             epsilon: 1e-8,
             batch_size: 64,
+            hard_negative_share: 0.0,
             epochs: 40,
             warmup_epochs: 2,
             max_steps: None,
@@ -95,6 +100,9 @@ impl TrainConfig {
         }
         if self.batch_size < 2 {
             return invalid("`batch_size` must be at least 2 (a positive and a negative)");
+        }
+        if !(0.0..=0.5).contains(&self.hard_negative_share) {
+            return invalid("`hard_negative_share` must be in [0, 0.5]");
         }
         if self.epochs == 0 || self.max_steps == Some(0) {
             return invalid("`epochs` and `max_steps` must be at least 1");

@@ -4,7 +4,7 @@
 //!   torchvision initialisation.
 //! - [`config`]: the settings ([`TrainConfig`]) with the paper's values as defaults.
 //! - [`optim`]: smoothed cross-entropy, AdamW, and the warm-up + cosine schedule.
-//! - [`sampler`]: class-balanced batches.
+//! - [`sampler`]: class-balanced batches, with a share for the look-alikes.
 //! - [`trainer`]: one training step ([`Trainer::step`]) and checkpoints a run resumes from bit
 //!   for bit.
 //! - [`export`]: the trained network as a safetensors file with OMG-Net's Lightning key names,
@@ -42,5 +42,5 @@ pub use config::TrainConfig;
 pub use export::ExportDtype;
 pub use network::TrainableClassifier;
 pub use optim::Schedule;
-pub use sampler::BalancedSampler;
+pub use sampler::{BalancedSampler, Stratum};
 pub use trainer::{LabelledCrop, StepReport, Trainer};

@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use super::config::TrainConfig;
 use super::network::TrainableClassifier;
 use super::optim::{Schedule, loss, optimizer};
-use super::sampler::BalancedSampler;
+use super::sampler::{BalancedSampler, Stratum};
 use crate::error::{ModelError, Result};
 
 /// A training crop and its label.
@@ -43,6 +43,20 @@ pub struct LabelledCrop {
     pub crop: Crop,
     /// Whether the object is a mitotic figure (class 1).
     pub mitotic_figure: bool,
+    /// Whether the object is a look-alike (a hard negative, class 0); sampled apart when
+    /// [`TrainConfig::hard_negative_share`] is above 0.
+    pub hard_negative: bool,
+}
+
+impl LabelledCrop {
+    /// How the sampler draws it.
+    pub fn stratum(&self) -> Stratum {
+        match (self.mitotic_figure, self.hard_negative) {
+            (true, _) => Stratum::Figure,
+            (false, true) => Stratum::HardNegative,
+            (false, false) => Stratum::Other,
+        }
+    }
 }
 
 /// What one training step did.
@@ -64,7 +78,7 @@ const OPTIMIZER_FILE: &str = "optimizer.bpk";
 const STATE_FILE: &str = "state.json";
 /// `format` of `state.json`, with its version.
 const STATE_FORMAT: &str = "mitoscope-classifier-training";
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
 
 /// The position of a ChaCha8 generator: seed, stream and word position.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,7 +129,7 @@ impl DatasetFingerprint {
             hash.update((e.crop.rgb.len() as u64).to_le_bytes());
             hash.update(&e.crop.rgb);
             hash.update(&e.crop.mask);
-            hash.update([u8::from(e.mitotic_figure)]);
+            hash.update([u8::from(e.mitotic_figure) | u8::from(e.hard_negative) << 1]);
         }
         Self {
             crops: examples.len(),
@@ -190,12 +204,13 @@ impl Trainer {
     ) -> Result<Self> {
         config.validate()?;
         check_crops(&examples)?;
-        let labels: Vec<bool> = examples.iter().map(|e| e.mitotic_figure).collect();
-        let sampler = BalancedSampler::new(&labels)?;
+        let strata: Vec<Stratum> = examples.iter().map(LabelledCrop::stratum).collect();
+        let sampler = BalancedSampler::new(&strata, config.batch_size, config.hard_negative_share)?;
         let schedule = Schedule::new(&config, examples.len());
         tracing::info!(
             crops = examples.len(),
-            mitotic_figures = labels.iter().filter(|&&l| l).count(),
+            mitotic_figures = examples.iter().filter(|e| e.mitotic_figure).count(),
+            per_batch = ?sampler.per_batch(),
             steps = schedule.total_steps,
             "training set up"
         );
@@ -258,10 +273,8 @@ impl Trainer {
         let epoch = self.epoch();
         let learning_rate = self.schedule.learning_rate(step);
 
-        // A balanced batch, augmented: [figures..., others...].
-        let indices = self
-            .sampler
-            .next_batch(self.config.batch_size, &mut self.rng);
+        // A balanced batch, augmented: [figures..., hard negatives..., others...].
+        let indices = self.sampler.next_batch(&mut self.rng);
         let mut crops = Vec::with_capacity(indices.len());
         let mut targets = Vec::with_capacity(indices.len());
         for &i in &indices {
@@ -429,8 +442,12 @@ impl Trainer {
         trainer.optimizer = optimizer(&trainer.config)
             .load(dir.join(OPTIMIZER_FILE))
             .map_err(|err| unreadable(OPTIMIZER_FILE, err.to_string()))?;
-        let labels: Vec<bool> = trainer.examples.iter().map(|e| e.mitotic_figure).collect();
-        if !state.sampler.matches(&labels) {
+        let strata: Vec<Stratum> = trainer.examples.iter().map(LabelledCrop::stratum).collect();
+        if !state.sampler.matches(
+            &strata,
+            trainer.config.batch_size,
+            trainer.config.hard_negative_share,
+        ) {
             return Err(unreadable(STATE_FILE, "a sampler of other crops".into()));
         }
         trainer.sampler = state.sampler;
