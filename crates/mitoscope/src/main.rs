@@ -103,6 +103,10 @@ enum Command {
         /// Leaves out the proposals whose 64 px crop leaves the image (zero-padded crops).
         #[arg(long)]
         skip_border: bool,
+        /// Keeps every detection, also those within 7.5 um of a surer one (OMG-Net's rule; by
+        /// default they are dropped as repeats, as `mitoscope detect` does).
+        #[arg(long)]
+        keep_repeats: bool,
         /// Writes the report as JSON here.
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -290,6 +294,7 @@ fn run(cli: Cli) -> Result<()> {
             split,
             threshold,
             skip_border,
+            keep_repeats,
             out,
             backend,
         } => {
@@ -300,6 +305,7 @@ fn run(cli: Cli) -> Result<()> {
                 split,
                 threshold,
                 skip_border,
+                keep_repeats,
                 out,
                 progress: std::io::stderr().is_terminal(),
             };

@@ -6,6 +6,8 @@
 //! tells them apart). A proposal whose probability is strictly above the threshold is a
 //! detection at its box centre. Per image:
 //!
+//! 0. a detection within 7.5 um of a surer one is dropped as a repeat, as `mitoscope detect`
+//!    does (`mitoscope_core::repeats`; kept with `--keep-repeats`);
 //! 1. detections are matched to the annotated figures with the MIDOG rule (7.5 um, nearest
 //!    first): matched ones are TP, figures left over are FN;
 //! 2. the detections left are matched the same way to the figures just outside the image (the
@@ -75,6 +77,9 @@ pub struct ReportOptions {
     /// Whether proposals whose crop leaves the image (zero-padded crops) are left out of the
     /// detections, as `mitoscope detect --skip-border` does.
     pub skip_border: bool,
+    /// Whether detections near a surer one are kept, as OMG-Net keeps them
+    /// (`mitoscope detect --keep-repeats`).
+    pub keep_repeats: bool,
     /// Where the JSON report goes, if anywhere.
     pub out: Option<PathBuf>,
     /// Whether to draw a progress bar.
@@ -162,6 +167,10 @@ pub struct Report {
     pub radius_um: f64,
     /// Whether proposals whose crop leaves the image were left out.
     pub skip_border: bool,
+    /// Detections within this distance (um) of a surer one were dropped as repeats; `null`:
+    /// kept.
+    #[serde(default)]
+    pub repeat_radius_um: Option<f64>,
     /// Proposals classified.
     pub proposals: u64,
     /// Per source and `all`, at the threshold asked.
@@ -178,8 +187,9 @@ struct Scored {
     detections: Vec<Detection>,
 }
 
-/// Scores one image at `threshold` (see the module documentation).
-fn tally(scored: &Scored, threshold: f64) -> Result<Tally> {
+/// Scores one image at `threshold`, dropping the repeats within `repeat_radius_um` (see the
+/// module documentation).
+fn tally(scored: &Scored, threshold: f64, repeat_radius_um: Option<f64>) -> Result<Tally> {
     let record = &scored.record;
     let radius = MATCH_RADIUS_UM / record.mpp;
     let above: Vec<Detection> = scored
@@ -188,7 +198,10 @@ fn tally(scored: &Scored, threshold: f64) -> Result<Tally> {
         .filter(|d| d.score > threshold)
         .copied()
         .collect();
-    let repeat = repeats(&above, REPEAT_RADIUS_UM / record.mpp);
+    let repeat = match repeat_radius_um {
+        Some(um) => repeats(&above, um / record.mpp),
+        None => vec![false; above.len()],
+    };
     let detections: Vec<Detection> = above
         .into_iter()
         .zip(repeat)
@@ -239,11 +252,11 @@ fn unmatched(detections: &[Detection], pairs: &[(usize, usize)]) -> Vec<Detectio
 }
 
 /// Rows per source (in name order) and `all` at `threshold`.
-fn rows(scored: &[Scored], threshold: f64) -> Result<Vec<Row>> {
+fn rows(scored: &[Scored], threshold: f64, repeat_radius_um: Option<f64>) -> Result<Vec<Row>> {
     let mut by_source: BTreeMap<&str, Tally> = BTreeMap::new();
     let mut all = Tally::default();
     for image in scored {
-        let t = tally(image, threshold)?;
+        let t = tally(image, threshold, repeat_radius_um)?;
         by_source.entry(image.source).or_default().add(&t);
         all.add(&t);
     }
@@ -324,16 +337,21 @@ pub fn run(options: &ReportOptions, device: &Device) -> Result<Report> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let repeat_radius_um = (!options.keep_repeats).then_some(REPEAT_RADIUS_UM);
     let report = Report {
         classifiers: ensemble.sources().to_vec(),
         split: options.split,
         radius_um: MATCH_RADIUS_UM,
         skip_border: options.skip_border,
+        repeat_radius_um,
         proposals,
-        rows: rows(&scored, options.threshold)?,
+        rows: rows(&scored, options.threshold, repeat_radius_um)?,
         sweep: SWEEP
             .iter()
-            .map(|&t| rows(&scored, t).map(|r| r.into_iter().last().expect("the `all` row")))
+            .map(|&t| {
+                rows(&scored, t, repeat_radius_um)
+                    .map(|r| r.into_iter().last().expect("the `all` row"))
+            })
             .collect::<Result<_>>()?,
     };
     // A closed pipe (`| head`) is not an error of the report.
@@ -447,7 +465,8 @@ mod tests {
                 det(10.0, 30.0, 0.52), // FP, repeats the first figure
             ],
         };
-        let t = tally(&scored, 0.5).unwrap();
+        // Kept, the repeat is an FP and counted as a repeat; dropped, it is neither.
+        let t = tally(&scored, 0.5, None).unwrap();
         assert_eq!(
             t.counts,
             Counts {
@@ -456,19 +475,29 @@ mod tests {
                 fn_: 1
             }
         );
-        assert_eq!(t.near_outside_figures, 1);
         assert_eq!(t.repeats, 1);
+        let t = tally(&scored, 0.5, Some(7.5)).unwrap();
+        assert_eq!(
+            t.counts,
+            Counts {
+                tp: 1,
+                fp: 3,
+                fn_: 1
+            }
+        );
+        assert_eq!(t.repeats, 0);
+        assert_eq!(t.near_outside_figures, 1);
         assert_eq!((t.look_alikes, t.look_alikes_called), (2, 2));
-        let t = tally(&scored, 0.3).unwrap();
+        let t = tally(&scored, 0.3, Some(7.5)).unwrap();
         assert_eq!(
             t.counts,
             Counts {
                 tp: 2,
-                fp: 4,
+                fp: 3,
                 fn_: 0
             }
         );
-        let t = tally(&scored, 0.85).unwrap();
+        let t = tally(&scored, 0.85, Some(7.5)).unwrap();
         assert_eq!((t.counts.tp, t.counts.fp, t.counts.fn_), (1, 0, 1));
         assert_eq!(t.look_alikes_called, 0);
         assert_eq!(t.look_alike_rate(), Some(0.0));
@@ -482,7 +511,7 @@ mod tests {
             record: record(vec![p(10.0, 10.0)], vec![], vec![]),
             detections: vec![det(10.0, 10.0, 0.5)],
         };
-        let t = tally(&scored, 0.5).unwrap();
+        let t = tally(&scored, 0.5, Some(7.5)).unwrap();
         assert_eq!((t.counts.tp, t.counts.fn_), (0, 1));
     }
 
@@ -494,7 +523,7 @@ mod tests {
             record: record(vec![p(10.0, 10.0)], vec![], vec![]),
             detections: vec![det(10.0, 10.0, 0.9), det(80.0, 80.0, 0.9)],
         };
-        let rows = rows(&[image("B"), image("A"), image("B")], 0.5).unwrap();
+        let rows = rows(&[image("B"), image("A"), image("B")], 0.5, Some(7.5)).unwrap();
         let names: Vec<_> = rows.iter().map(|r| r.source.as_str()).collect();
         assert_eq!(names, ["A", "B", "all"]);
         assert_eq!(rows[1].tally.counts.tp, 2);
