@@ -8,8 +8,9 @@
 //! As `mitoscope detect` does, a proposal above the threshold within
 //! [`REPEAT_RADIUS_UM`] of a surer one is a repeat of the same figure
 //! ([`mitoscope_core::repeats`](mod@mitoscope_core::repeats)): it is neither counted nor listed.
-//! Rejected proposals hide nothing (rejecting one shows the repeats it hid); accepted ones hide
-//! their undecided neighbours and always count.
+//! A decision covers the spot: a rejected proposal still hides its repeats (rejecting a false
+//! detection takes it out of the count without another taking its place), and an accepted one
+//! hides its undecided neighbours and always counts.
 
 use std::collections::HashSet;
 
@@ -136,8 +137,8 @@ impl Review {
     }
 
     /// The ids of the undecided items above the threshold that repeat a surer item within
-    /// [`REPEAT_RADIUS_UM`]: accepted items first, then by probability; rejected ones take no
-    /// part. None before the pixel size is known.
+    /// [`REPEAT_RADIUS_UM`]: accepted items first, then the others above the threshold (rejected
+    /// ones included) by probability. None before the pixel size is known.
     pub fn repeats(&self) -> HashSet<u64> {
         let Some(mpp) = self.microns_per_pixel else {
             return HashSet::new();
@@ -145,11 +146,7 @@ impl Review {
         let candidates: Vec<&Item> = self
             .items
             .iter()
-            .filter(|item| match item.decision {
-                Decision::Accepted => true,
-                Decision::Rejected => false,
-                Decision::Undecided => self.above_threshold(item),
-            })
+            .filter(|item| item.decision == Decision::Accepted || self.above_threshold(item))
             .collect();
         let points: Vec<mitoscope_core::Detection> = candidates
             .iter()
@@ -456,7 +453,7 @@ mod tests {
     }
 
     #[test]
-    fn repeats_of_a_surer_proposal_are_hidden_until_it_is_rejected() {
+    fn repeats_of_a_surer_proposal_stay_hidden_and_decisions_win() {
         // At 0.25 um/px the radius is 30 px: ids 0-2 lie within 30 px of each other (box
         // centres 1.5, 21.5 and 31.5), id 3 far away.
         let mut r = Review::new(0.5);
@@ -477,10 +474,12 @@ mod tests {
         assert_eq!(r.detections().len(), 2);
         assert!(!r.summary().detections[0].counted);
 
-        // Rejecting the surest shows the next; accepting a hidden one counts it.
+        // Rejecting the surest takes the spot out of the count; its repeats stay hidden.
         r.decide(1, Decision::Rejected);
-        assert_eq!(r.repeats(), HashSet::from([2]));
-        assert_eq!(r.count(), 2);
+        assert_eq!(r.repeats(), HashSet::from([0, 2]));
+        assert_eq!(r.count(), 1);
+        assert_eq!(r.listed().map(|item| item.id).collect::<Vec<_>>(), [1, 3]);
+        // An accepted one counts and hides its undecided neighbours.
         r.decide(2, Decision::Accepted);
         assert_eq!(r.repeats(), HashSet::from([0]));
         assert_eq!(r.count(), 2);

@@ -123,14 +123,11 @@ mod tests {
 
     #[test]
     fn a_brute_force_suppression_agrees() {
-        // Pseudo-random points in a 200 px square, radius 17.
-        let mut state = 12345u64;
-        let mut next = || {
-            state = state
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
+        // Seeded random points in a 200 px square, radius 17.
+        use rand_chacha::ChaCha8Rng;
+        use rand_core::{RngCore, SeedableRng};
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut next = || (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
         let detections: Vec<Detection> = (0..300)
             .map(|_| det(200.0 * next(), 200.0 * next(), next()))
             .collect();

@@ -1,8 +1,8 @@
 //! The browser app end to end: `scripts/build-web.sh` builds `dist/`, the real `mitoscope serve
 //! --web dist` serves it on a loopback port, and a real headless Chromium, driven over the
-//! DevTools protocol, uploads a real ICPR-2012 patch through the page's file input. The page's
+//! DevTools protocol, uploads a real MIDOG 2021 crop through the page's file input. The page's
 //! detections must be those of `mitoscope detect` on the same file: the same count and box
-//! centres, the probabilities within 1e-4.
+//! centres, the probabilities within 1e-4, and the same repeat dropped.
 //!
 //! Run with `cargo test -p mitoscope --test web` (Chromium at `/usr/bin/chromium`, or
 //! `MITOSCOPE_CHROMIUM`). Each test skips with a note where `../shared/data` is missing.
@@ -22,10 +22,11 @@ use tungstenite::{Message, WebSocket};
 mod common;
 use common::shared_data as data;
 
-/// The ICPR-2012 patch the tests upload (256 x 256 px; `mitoscope detect` finds two figures,
-/// at probabilities 0.72 and 0.98) and its scanner's pixel size.
-const PATCH: &str = "icpr2012_patches/images/A00_01_0.jpg";
-const PATCH_MPP: &str = "0.2456";
+/// The MIDOG 2021 crop the tests upload (128 x 128 px, 8 proposals; with the default
+/// classifier `mitoscope detect` counts 2 figures and drops a third object above the threshold
+/// as a repeat of one of them) and its scanner's pixel size.
+const PATCH: &str = "ami-br_midog21_patches/normal/MIDOG21_3664.png";
+const PATCH_MPP: &str = "0.25";
 
 /// How long a job may take in the browser (proposals on the server, classification in
 /// SwiftShader or wasm).
@@ -332,6 +333,13 @@ fn detect(png: &Path, dir: &Path) -> Vec<(f64, f64, f64)> {
         out.to_str().unwrap(),
     ]);
     assert!(output.status.success());
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("field/summary.json")).unwrap())
+            .unwrap();
+    assert!(
+        summary["repeats"].as_u64().unwrap() >= 1,
+        "the patch has a repeat for the page to drop as detect does: {summary}"
+    );
     let csv = std::fs::read_to_string(out.join("field/field.csv")).unwrap();
     let mut rows: Vec<(f64, f64, f64)> = csv
         .lines()
