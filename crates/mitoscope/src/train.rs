@@ -65,8 +65,9 @@ pub struct TrainFile {
     /// Also use crops that run off their image.
     #[serde(default)]
     pub include_padded: bool,
-    /// Start from these classifier weights (any file `--classifier` takes: safetensors, a
-    /// Lightning checkpoint, a torchvision state dict) instead of random ones: fine-tuning.
+    /// Start from these classifier weights instead of random ones (fine-tuning): OMG-Net's
+    /// Lightning checkpoints or `mitoscope train`'s safetensors. A bare torchvision state dict
+    /// has no mask encoder and is refused, naming the missing key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<PathBuf>,
     /// The training settings.
