@@ -19,6 +19,23 @@ use super::{Found, Models, RunSettings};
 use crate::propose::read_image;
 use crate::resolve_mpp;
 
+/// The pixel size the method works at: 40x scans, where the classifier's 64 px crop is 16 um
+/// wide (its training data are at 0.23 to 0.25 um/px).
+const METHOD_MPP: f64 = 0.25;
+
+/// A warning when `mpp` is far enough from [`METHOD_MPP`] (beyond 0.8 to 1.25 times it) that
+/// the classifier sees figures at another size than it learnt them.
+fn scale_warning(mpp: f64) -> Option<String> {
+    let scale = mpp / METHOD_MPP;
+    (!(0.8..=1.25).contains(&scale)).then(|| {
+        format!(
+            "{mpp} um/px is far from the {METHOD_MPP} um/px (40x) the classifier works at: each \
+             64 px crop covers {scale:.1} times the width it learnt from, so the counts are less \
+             reliable; analyse a 40x scan where there is one"
+        )
+    })
+}
+
 /// What `summary.json` holds for one input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InputSummary {
@@ -125,6 +142,9 @@ pub fn analyse(
         None => "--mpp".to_owned(),
     };
     tracing::info!(width, height, mpp, %format, "detecting");
+    if let Some(warning) = scale_warning(mpp) {
+        tracing::warn!("{}: {warning}", job.path.display());
+    }
 
     let (mut found, picture) = match opened {
         Opened::Image(mut image) => {
@@ -315,5 +335,20 @@ impl Picture {
             canvas.rectangle(r, 2, overlay::REGION);
         }
         canvas.png()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_sizes_far_from_40x_are_warned_about() {
+        for mpp in [0.23, 0.2456, 0.25, 0.3] {
+            assert_eq!(scale_warning(mpp), None, "{mpp}");
+        }
+        let warning = scale_warning(0.499).unwrap();
+        assert!(warning.contains("2.0 times"), "{warning}");
+        assert!(scale_warning(0.1).unwrap().contains("0.4 times"));
     }
 }
