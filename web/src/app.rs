@@ -417,14 +417,24 @@ pub fn App() -> impl IntoView {
         }
     });
 
-    // Redraw whenever the picture's view or the review changes.
+    // Redraw whenever the picture's view or the review changes; what is outlined (the repeats
+    // left out) is worked out once per change of the review, not per frame.
+    let listed = Memo::new(move |_| {
+        ui.review.with(|r| {
+            r.listed()
+                .map(|item| item.id)
+                .collect::<std::collections::HashSet<u64>>()
+        })
+    });
     Effect::new(move |_| {
         let view = ui.view.get();
         let selected = ui.selected.get();
-        ui.review.with(|review| {
-            if let Some(canvas) = canvas.get() {
-                viewer::draw(&canvas, view, review, selected);
-            }
+        listed.with(|listed| {
+            ui.review.with(|review| {
+                if let Some(canvas) = canvas.get() {
+                    viewer::draw(&canvas, view, review, listed, selected);
+                }
+            });
         });
     });
 

@@ -7,7 +7,7 @@
 //! 4000 x 3000 field costs no decoding.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use mitoscope_core::crop::{CROP, crop};
@@ -156,9 +156,15 @@ fn colour(probability: f32, threshold: f64) -> String {
     format!("rgb(255, {}, 0)", (220.0 * (1.0 - t)).round())
 }
 
-/// Draws the picture and the outlines of `review` on `canvas` under `view`; `selected` gets a
-/// wider outline.
-pub fn draw(canvas: &HtmlCanvasElement, view: View, review: &Review, selected: Option<u64>) {
+/// Draws the picture and the outlines of the `listed` items of `review` (the ids of
+/// [`Review::listed`]) on `canvas` under `view`; `selected` gets a wider outline.
+pub fn draw(
+    canvas: &HtmlCanvasElement,
+    view: View,
+    review: &Review,
+    listed: &HashSet<u64>,
+    selected: Option<u64>,
+) {
     let Ok(context) = context_2d(canvas) else {
         return;
     };
@@ -179,7 +185,6 @@ pub fn draw(canvas: &HtmlCanvasElement, view: View, review: &Review, selected: O
         let _ = context.draw_image_with_html_canvas_element(&picture.canvas, 0.0, 0.0);
     });
     OUTLINES.with_borrow(|outlines| {
-        let listed: std::collections::HashSet<u64> = review.listed().map(|item| item.id).collect();
         for item in &review.items {
             let (Some(rings), true) = (outlines.get(&item.id), listed.contains(&item.id)) else {
                 continue;
