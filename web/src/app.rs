@@ -15,7 +15,7 @@ use leptos::ev;
 use leptos::html::Canvas;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use mitoscope_core::crop::{Crop, crop};
+use mitoscope_core::crop::{Crop, crop, scale_warning};
 use mitoscope_core::density::{DEFAULT_HPF_AREA_MM2, DEFAULT_THRESHOLD};
 use mitoscope_core::wire::JobEvent;
 use mitoscope_io::{Limits, read_bytes};
@@ -389,6 +389,13 @@ fn export(ui: Ui, kind: &str) {
     }
 }
 
+/// The warning for the analysed image's pixel size, when it is far from the 40x the classifier
+/// works at (as `mitoscope detect` warns).
+fn scale_warning_text(ui: Ui) -> Option<String> {
+    ui.review
+        .with(|r| r.microns_per_pixel.and_then(scale_warning))
+}
+
 fn format_density(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
 }
@@ -533,6 +540,10 @@ pub fn App() -> impl IntoView {
             <p class="error" role="alert" data-testid="error"
                 hidden=move || ui.error.get().is_none()>
                 {move || ui.error.get().unwrap_or_default()}
+            </p>
+            <p class="warning" role="status" data-testid="scale-warning"
+                hidden=move || scale_warning_text(ui).is_none()>
+                {move || scale_warning_text(ui).map(|w| format!("Pixel size: {w}.")).unwrap_or_default()}
             </p>
             <progress data-testid="progress"
                 max=move || ui.progress.get().1.max(1)

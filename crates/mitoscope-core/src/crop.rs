@@ -31,6 +31,24 @@ use crate::{Error, Result};
 /// Side of the classifier's crops in pixels (OMG-Net's `Input_Size`, 64 x 64).
 pub const CROP: u32 = 64;
 
+/// The pixel size the method works at, um/px: 40x scans, where a [`CROP`] of 64 px is 16 um
+/// wide (the classifier's training data are at 0.23 to 0.25 um/px).
+pub const METHOD_MPP: f64 = 0.25;
+
+/// A warning for the user when `mpp` is far enough from [`METHOD_MPP`] (beyond 0.8 to 1.25
+/// times it) that the classifier sees figures at another size than it learnt them. The crop
+/// stays [`CROP`] pixels whatever the pixel size, as in OMG-Net.
+pub fn scale_warning(mpp: f64) -> Option<String> {
+    let scale = mpp / METHOD_MPP;
+    (!(0.8..=1.25).contains(&scale)).then(|| {
+        format!(
+            "{mpp} um/px is far from the {METHOD_MPP} um/px (40x) the classifier works at: each \
+             {CROP} px crop covers {scale:.1} times the width it learnt from, so the counts are less \
+             reliable; analyse a 40x scan where there is one"
+        )
+    })
+}
+
 /// Largest side [`crop_with_side`] accepts: far above any classifier input, small enough that a
 /// crop's buffers stay in the tens of megabytes.
 const MAX_SIDE: u32 = 4096;
@@ -197,6 +215,16 @@ mod tests {
     use crate::mask::Grid;
     use crate::rle::{decode, encode};
     use proptest::prelude::*;
+
+    #[test]
+    fn pixel_sizes_far_from_40x_are_warned_about() {
+        for mpp in [0.23, 0.2456, 0.25, 0.3] {
+            assert_eq!(scale_warning(mpp), None, "{mpp}");
+        }
+        let warning = scale_warning(0.499).unwrap();
+        assert!(warning.contains("2.0 times"), "{warning}");
+        assert!(scale_warning(0.1).unwrap().contains("0.4 times"));
+    }
 
     /// An image whose pixel `(x, y)` is `[x, y, 7]` (modulo 256): each byte tells where it came
     /// from.

@@ -110,7 +110,7 @@ pub mod tissue;
 pub mod wire;
 
 pub use augment::{AugmentSettings, Augmentation};
-pub use crop::{CROP, Crop, crop, crop_centre, crop_with_side};
+pub use crop::{CROP, Crop, METHOD_MPP, crop, crop_centre, crop_with_side, scale_warning};
 pub use export::{
     ExportObject, GeometryKind, ObjectType, Polygon, mask_polygons, polygon_area, to_csv,
     to_geojson, validate_geojson,

@@ -480,6 +480,11 @@ fn errors_are_said_in_plain_words_and_keep_what_was_typed_and_reviewed() {
             .count()
     };
     assert_eq!(rejected(&browser.results()), 1);
+    assert_eq!(
+        browser.text("scale-warning"),
+        "",
+        "0.25 um/px is the method's own"
+    );
 
     // The wrong token: the server's 401, said as such; the review comes back.
     browser.type_in("mpp", "0.31");
@@ -504,6 +509,14 @@ fn errors_are_said_in_plain_words_and_keep_what_was_typed_and_reviewed() {
 
     assert_eq!(browser.value("mpp"), "0.31");
     assert_eq!(browser.value("token"), "wrong-token");
+
+    // A 20x pixel size is analysed, with the warning `mitoscope detect` gives.
+    browser.type_in("mpp", "0.5");
+    browser.type_in("token", "right-token");
+    browser.upload(&png);
+    assert_eq!(browser.finish(), "done", "{}", browser.text("error"));
+    let warning = browser.text("scale-warning");
+    assert!(warning.contains("2.0 times the width"), "{warning}");
 }
 
 /// The numbers of `docs/web.md`: a 1000 x 1000 px field (the TIAToolbox sample, 0.25 um/px)

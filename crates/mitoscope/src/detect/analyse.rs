@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mitoscope_core::export::{box_centre, detections_csv, detections_geojson};
+use mitoscope_core::scale_warning;
 use mitoscope_io::slide::{Overview, Slide, is_slide};
 use mitoscope_io::{LoadedImage, MppSource};
 use serde::{Deserialize, Serialize};
@@ -18,23 +19,6 @@ use super::summary::{Densities, HotspotSummary, hotspot};
 use super::{Found, Models, RunSettings};
 use crate::propose::read_image;
 use crate::resolve_mpp;
-
-/// The pixel size the method works at: 40x scans, where the classifier's 64 px crop is 16 um
-/// wide (its training data are at 0.23 to 0.25 um/px).
-const METHOD_MPP: f64 = 0.25;
-
-/// A warning when `mpp` is far enough from [`METHOD_MPP`] (beyond 0.8 to 1.25 times it) that
-/// the classifier sees figures at another size than it learnt them.
-fn scale_warning(mpp: f64) -> Option<String> {
-    let scale = mpp / METHOD_MPP;
-    (!(0.8..=1.25).contains(&scale)).then(|| {
-        format!(
-            "{mpp} um/px is far from the {METHOD_MPP} um/px (40x) the classifier works at: each \
-             64 px crop covers {scale:.1} times the width it learnt from, so the counts are less \
-             reliable; analyse a 40x scan where there is one"
-        )
-    })
-}
 
 /// What `summary.json` holds for one input.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -335,20 +319,5 @@ impl Picture {
             canvas.rectangle(r, 2, overlay::REGION);
         }
         canvas.png()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pixel_sizes_far_from_40x_are_warned_about() {
-        for mpp in [0.23, 0.2456, 0.25, 0.3] {
-            assert_eq!(scale_warning(mpp), None, "{mpp}");
-        }
-        let warning = scale_warning(0.499).unwrap();
-        assert!(warning.contains("2.0 times"), "{warning}");
-        assert!(scale_warning(0.1).unwrap().contains("0.4 times"));
     }
 }
