@@ -389,13 +389,6 @@ fn export(ui: Ui, kind: &str) {
     }
 }
 
-/// The warning for the analysed image's pixel size, when it is far from the 40x the classifier
-/// works at (as `mitoscope detect` warns).
-fn scale_warning_text(ui: Ui) -> Option<String> {
-    ui.review
-        .with(|r| r.microns_per_pixel.and_then(scale_warning))
-}
-
 fn format_density(value: Option<f64>) -> String {
     value.map_or_else(|| "-".into(), |v| format!("{v:.1}"))
 }
@@ -423,6 +416,12 @@ pub fn App() -> impl IntoView {
             ui.status.set(note);
         }
     });
+
+    // The warning for the analysed image's pixel size when it is far from the 40x the classifier
+    // works at (as `mitoscope detect` warns): worked out when the pixel size changes, not on
+    // every change of the review.
+    let analysed_mpp = Memo::new(move |_| ui.review.with(|r| r.microns_per_pixel));
+    let scale_warning_text = Memo::new(move |_| analysed_mpp.get().and_then(scale_warning));
 
     // Redraw whenever the picture's view or the review changes; what is outlined (the repeats
     // left out) is worked out once per change of the review, not per frame.
@@ -542,8 +541,8 @@ pub fn App() -> impl IntoView {
                 {move || ui.error.get().unwrap_or_default()}
             </p>
             <p class="warning" role="status" data-testid="scale-warning"
-                hidden=move || scale_warning_text(ui).is_none()>
-                {move || scale_warning_text(ui).map(|w| format!("Pixel size: {w}.")).unwrap_or_default()}
+                hidden=move || scale_warning_text.with(Option::is_none)>
+                {move || scale_warning_text.with(|w| w.as_ref().map(|w| format!("Pixel size: {w}.")).unwrap_or_default())}
             </p>
             <progress data-testid="progress"
                 max=move || ui.progress.get().1.max(1)
